@@ -1,0 +1,36 @@
+# Two commands for a fresh machine: `make bench` and `make test`. Both create .venv and install first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Code that runs on a Jetson (JetPack 5.1: Python 3.8): everything but model/'s torch modules.
+PY38_PATHS := engines calibration runtime benchmarks model/metadata.py model/preprocess.py model/postprocess.py model/voc.py model/metrics.py model/synth.py
+
+.PHONY: install bench test lint py38 clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[train,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+bench: $(STAMP)
+	$(BIN)/nano-bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/vermin -t=3.8- --no-tips --violations --eval-annotations --backport dataclasses $(wildcard $(PY38_PATHS))
+
+test: lint
+	$(BIN)/pytest -q
+
+# The torch-free suite under Python 3.8 with numpy 1.x, as on JetPack 5.1 (needs python3.8 on PATH).
+py38:
+	scripts/py38-check.sh
+
+clean:
+	rm -rf $(VENV) build *.egg-info
