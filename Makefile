@@ -27,10 +27,11 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest -q
+	scripts/py38-check.sh
 
-# The torch-free suite under Python 3.8 with numpy 1.x, as on JetPack 5.1 (needs python3.8 on PATH).
+# The torch-free suite under Python 3.8 with numpy 1.x, as on JetPack 5.1 (part of `make test`).
 py38:
 	scripts/py38-check.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv38 build *.egg-info

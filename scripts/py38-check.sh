@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The torch-free suite on Python 3.8 with numpy 1.x: what JetPack 5.1 on AGX Xavier runs.
+# Creates .venv38 with the base install (no torch, no TensorRT), then runs every test that does not
+# need PyTorch (those skip with their reason).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY38=${PYTHON38:-}
+if [ -z "$PY38" ]; then
+  for c in python3.8 /root/.pyenv/versions/3.8*/bin/python3.8 /usr/bin/python3.8; do
+    if command -v "$c" >/dev/null 2>&1 && "$c" -c 'import sys; assert sys.version_info[:2] == (3, 8)' 2>/dev/null; then
+      PY38=$c
+      break
+    fi
+  done
+fi
+if [ -z "$PY38" ]; then
+  echo "py38-check: no Python 3.8 found (set PYTHON38=/path/to/python3.8); cannot check JetPack 5.1 compatibility" >&2
+  exit 1
+fi
+VENV=.venv38
+if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
+  "$PY38" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -e . "numpy<2" pytest hypothesis
+  touch "$VENV/.installed"
+fi
+"$VENV/bin/python" -c 'import sys, numpy; print("py38-check: Python", sys.version.split()[0], "numpy", numpy.__version__)'
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
