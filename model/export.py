@@ -96,6 +96,29 @@ def export_onnx(
     return meta
 
 
+def export_weights_file(
+    target: Union[str, os.PathLike],
+    weights: Optional[Union[str, os.PathLike]] = None,
+    *,
+    input_size: Optional[int] = None,
+    batch: Union[int, str] = "dynamic",
+    seed: int = 0,
+) -> ModelMetadata:
+    """Export a ``.safetensors`` weights file (at its recorded size unless ``input_size``) to ``target``.
+
+    Without ``weights``: a randomly initialised 20-class YOLO Nano from ``seed`` (reproducible), for the
+    runtime's embedded default when the demo weights are absent.
+    """
+    if weights is not None:
+        model, class_names = load_model(weights, input_size=input_size)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build_model("yolo-nano", 20, input_size or 416)
+        class_names = None
+    return export_onnx(model, target, class_names=class_names, batch=batch, weights_path=weights)
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))

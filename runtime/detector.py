@@ -1,0 +1,185 @@
+"""The ``Detector`` apps embed: image(s) in, :class:`Detections` in original pixels out.
+
+Everything model specific (input size, anchors, strides, class names, preprocessing) comes from the
+model's own metadata. Steps, each a public numpy building block: :func:`preprocess` (letterbox,
+normalise, NCHW) -> ``backend.infer`` -> :func:`decode` fused with the confidence threshold ->
+(class filter) -> :func:`batched_nms` / :func:`nms` -> :func:`scale_boxes`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, List, Optional, Sequence, Tuple, Union, overload
+
+import numpy as np
+from yolo_nano.model.metadata import ModelMetadata
+from yolo_nano.model.postprocess import batched_nms, decode, nms, scale_boxes
+from yolo_nano.model.preprocess import InvalidImageError, LetterboxInfo, preprocess
+
+from .backends import BACKEND_CHOICES, is_backend, open_backend
+from .detections import Detections
+
+
+class Detector:
+    """YOLO detector on an exported model.
+
+    ``model``: path to an ``.onnx`` export (ONNX Runtime; CUDA provider if present, else CPU) or a
+    TensorRT ``.engine`` (needs TensorRT), or a ready backend object (see
+    :mod:`yolo_nano.runtime.backends`). ``backend``: ``"auto"`` or one of
+    :data:`~yolo_nano.runtime.backends.BACKEND_CHOICES`. ``threads``: ONNX Runtime CPU threads.
+
+    ``conf_threshold``: keep detections with ``score > conf_threshold`` (score = objectness x class
+    probability, in [0, 1]); ``iou_threshold``: NMS drops boxes with IoU above it; ``max_detections``:
+    at most this many per image (highest scores); ``class_agnostic``: NMS across classes;
+    ``classes``: keep only these class ids or names (None: all).
+
+    A list of images runs in chunks: the model's fixed batch size, or up to :attr:`max_dynamic_batch`
+    (32) images at a time for a dynamic-batch model.
+
+    Calling it is thread safe: one Detector used from several threads gives the results of sequential
+    use (no per-call state is stored on the object).
+    """
+
+    max_dynamic_batch = 32
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        backend: str = "auto",
+        conf_threshold: float = 0.25,
+        iou_threshold: float = 0.45,
+        max_detections: int = 100,
+        class_agnostic: bool = False,
+        classes: Optional[Sequence[Union[int, str]]] = None,
+        threads: Optional[int] = None,
+    ) -> None:
+        if not 0.0 <= float(conf_threshold) <= 1.0:
+            raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
+        if not 0.0 <= float(iou_threshold) <= 1.0:
+            raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+        if int(max_detections) < 1:
+            raise ValueError(f"max_detections must be >= 1, got {max_detections}")
+        if is_backend(model):
+            self.backend = model
+        elif isinstance(model, (str, os.PathLike)):
+            if backend not in BACKEND_CHOICES:
+                raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")
+            self.backend = open_backend(os.fspath(model), backend, threads=threads)
+        else:
+            raise TypeError(
+                f"model must be a path to .onnx/.engine or a backend object, got {type(model).__name__}"
+            )
+        self.metadata: ModelMetadata = self.backend.metadata
+        self.conf_threshold = float(conf_threshold)
+        self.iou_threshold = float(iou_threshold)
+        self.max_detections = int(max_detections)
+        self.class_agnostic = bool(class_agnostic)
+        self.classes: Optional[np.ndarray] = self._class_ids(classes)
+
+    def _class_ids(self, classes: Optional[Sequence[Union[int, str]]]) -> Optional[np.ndarray]:
+        if classes is None:
+            return None
+        names = self.metadata.class_names
+        ids = []
+        for c in classes:
+            if isinstance(c, str):
+                if c not in names:
+                    raise ValueError(f"unknown class name {c!r}; the model's classes are {list(names)}")
+                ids.append(names.index(c))
+            else:
+                if not 0 <= int(c) < len(names):
+                    raise ValueError(f"class id {c} out of range 0..{len(names) - 1}")
+                ids.append(int(c))
+        return np.array(sorted(set(ids)), dtype=np.int64)
+
+    @property
+    def class_names(self) -> Tuple[str, ...]:
+        return self.metadata.class_names
+
+    @property
+    def input_size(self) -> Tuple[int, int]:
+        """Network input (height, width) in pixels."""
+        return self.metadata.input_size
+
+    def __repr__(self) -> str:
+        h, w = self.input_size
+        return (
+            f"Detector({self.metadata.arch}, {w}x{h}, {self.metadata.num_classes} classes, "
+            f"backend={self.backend.name}, conf={self.conf_threshold}, iou={self.iou_threshold})"
+        )
+
+    @overload
+    def __call__(self, images: np.ndarray) -> Detections: ...
+
+    @overload
+    def __call__(self, images: Sequence[np.ndarray]) -> List[Detections]: ...
+
+    def __call__(self, images: Any) -> Any:
+        """Detect objects in one HxWx3 uint8 BGR image (returns :class:`Detections`) or a list of them
+        (returns a list, run in batches of the model's batch size; a dynamic-batch model takes up to
+        :attr:`max_dynamic_batch` at once). Gray (HxW, HxWx1) and BGRA (HxWx4) images are converted to BGR."""
+        if isinstance(images, (list, tuple)):
+            return self.detect_batch(images)
+        if images is None or isinstance(images, np.ndarray):
+            return self.detect_batch([images])[0]
+        raise InvalidImageError(
+            f"expected an HxWx3 uint8 BGR numpy array or a list of them, got {type(images).__name__}"
+        )
+
+    def detect_batch(self, images: Sequence[Any]) -> List[Detections]:
+        """Detect on a list of images; one :class:`Detections` per image, in order."""
+        if len(images) == 0:
+            return []
+        fixed = self.backend.batch_size
+        chunk = fixed if fixed else min(len(images), self.max_dynamic_batch)
+        results: List[Detections] = []
+        for start in range(0, len(images), chunk):
+            results.extend(self._run_chunk(images[start : start + chunk], fixed))
+        return results
+
+    def _run_chunk(self, images: Sequence[Any], fixed: Optional[int]) -> List[Detections]:
+        meta = self.metadata
+        t0 = time.perf_counter()
+        batch, infos = preprocess(images, meta)
+        n = batch.shape[0]
+        if fixed and n < fixed:  # a fixed-batch model: pad the last chunk with blank images
+            batch = np.concatenate([batch, np.zeros((fixed - n,) + batch.shape[1:], np.float32)])
+        t1 = time.perf_counter()
+        outputs = self.backend.infer(batch)
+        t2 = time.perf_counter()
+        if fixed and n < fixed:
+            outputs = [o[:n] for o in outputs]
+        dets = self.postprocess(outputs, infos)
+        t3 = time.perf_counter()
+        share = {
+            "preprocess": (t1 - t0) * 1e3 / n,
+            "inference": (t2 - t1) * 1e3 / n,
+            "postprocess": (t3 - t2) * 1e3 / n,
+        }
+        for d in dets:
+            d.timings = dict(share)
+        return dets
+
+    def postprocess(self, outputs: Sequence[np.ndarray], infos: Sequence[LetterboxInfo]) -> List[Detections]:
+        """Raw heads (N, A*(5+C), S, S) of N images + their letterbox infos -> one :class:`Detections` each."""
+        results = []
+        for (boxes, scores, cls), info in zip(decode(outputs, self.metadata, self.conf_threshold), infos):
+            if self.classes is not None and cls.size:
+                m = np.isin(cls, self.classes)
+                boxes, scores, cls = boxes[m], scores[m], cls[m]
+            if self.class_agnostic:
+                keep = nms(boxes, scores, self.iou_threshold, max_output=self.max_detections)
+            else:
+                keep = batched_nms(boxes, scores, cls, self.iou_threshold, max_output=self.max_detections)
+            results.append(
+                Detections(
+                    boxes=scale_boxes(boxes[keep], info),
+                    scores=scores[keep].astype(np.float32),
+                    class_ids=cls[keep].astype(np.int64),
+                    class_names=self.metadata.class_names,
+                    image_shape=info.original_shape,
+                )
+            )
+        return results

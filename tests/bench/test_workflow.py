@@ -1,0 +1,22 @@
+"""The Jetson CI workflow refers to gate files that exist and runs the gated benchmark."""
+
+from __future__ import annotations
+
+import os
+import re
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WORKFLOW = os.path.join(REPO, ".github", "workflows", "jetson-bench.yml")
+
+
+def test_workflow_gates_exist_and_match_the_power_matrix():
+    with open(WORKFLOW) as f:
+        text = f.read()
+    assert "self-hosted" in text and "nano-build" in text
+    powers = re.search(r"power:\s*\[([^\]]*)\]", text).group(1)
+    budgets = [p.strip().strip("\"'") for p in powers.split(",")]
+    assert budgets == ["15w", "30w"]
+    assert '--gate "benchmarks/gates/agx-xavier-${{ matrix.power }}.json"' in text
+    for b in budgets:
+        assert os.path.isfile(os.path.join(REPO, "benchmarks", "gates", f"agx-xavier-{b}.json"))
+    assert "\t" not in text  # YAML forbids tabs for indentation
