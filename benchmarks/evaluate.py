@@ -1,0 +1,278 @@
+"""``nano-eval``: detection accuracy of any backend, or of saved detections, on a VOC-layout split.
+
+Run a model (ONNX FP32, Q/DQ INT8 ONNX, TensorRT engine, or PyTorch ``.safetensors`` weights) through
+:class:`yolo_nano.runtime.Detector` at a low confidence threshold (0.001) over every image of a split
+and score it with :mod:`yolo_nano.model.metrics`::
+
+    nano-eval --model model.onnx --data VOCdevkit/VOC2007 --split test [--metric voc07|voc12|coco] [--json]
+
+Or score detections saved by any tool, in the COCO results format (``image_id``: the VOC image id
+string; ``category_id``: index into the class list, VOC's 20 in standard order unless the data has a
+``classes.txt`` or ``--classes FILE`` is given; ``bbox``: [x, y, w, h] in original-image pixels;
+``score``)::
+
+    nano-eval --detections results.json --data DIR --split test
+
+``--json`` prints ``{"map": float, "per_class": {name: ap or null}, ...}`` instead of the table.
+Exit status: 0 on success, 2 on bad input (one-line error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from yolo_nano.model.metrics import METRICS, EvalResult, ImageDetections, evaluate, format_table
+from yolo_nano.model.voc import VOCError, VOCSet, load_split, read_class_names, read_image, read_names_file
+
+BACKENDS = ("auto", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt", "torch")
+
+
+class EvalInputError(ValueError):
+    """Bad command-line input; printed as one line, exit status 2."""
+
+
+def open_detector_backend(model: str, backend: str = "auto", threads: Optional[int] = None) -> Any:
+    """A Backend object for ``model``: PyTorch for ``.safetensors`` (or ``backend='torch'``), else the
+    runtime's ONNX Runtime / TensorRT backends."""
+    if not os.path.isfile(model):
+        raise EvalInputError(f"model file not found: {model}")
+    if backend == "torch" or (backend == "auto" and model.endswith(".safetensors")):
+        try:
+            from yolo_nano.model.torch_backend import TorchBackend
+        except ImportError as e:
+            raise EvalInputError(
+                f"running .safetensors weights needs PyTorch (pip install 'yolo-nano-edge[train]'): {e}"
+            ) from e
+        return TorchBackend(model, threads=threads)
+    from yolo_nano.runtime.backends import open_backend
+
+    return open_backend(model, backend, threads=threads)
+
+
+def run_model(
+    backend: Any,
+    data: VOCSet,
+    batch_size: int = 8,
+    conf_threshold: float = 0.001,
+    iou_threshold: float = 0.5,
+    max_detections: int = 100,
+    progress: bool = True,
+) -> Tuple[Dict[str, ImageDetections], float]:
+    """Detections of ``backend`` on every image of ``data``; returns (image id -> detections, seconds)."""
+    from yolo_nano.runtime import Detector
+
+    detector = Detector(
+        backend, conf_threshold=conf_threshold, iou_threshold=iou_threshold, max_detections=max_detections
+    )
+    out: Dict[str, ImageDetections] = {}
+    starts: Any = range(0, len(data.records), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="eval", unit="batch", leave=False)
+    t0 = time.perf_counter()
+    for s in starts:
+        chunk = data.records[s : s + batch_size]
+        images = [read_image(r.image_path) for r in chunk]
+        for r, d in zip(chunk, detector.detect_batch(images)):
+            out[r.image_id] = (d.boxes, d.scores, d.class_ids)
+    return out, time.perf_counter() - t0
+
+
+def load_results_json(
+    path: str, class_names: Sequence[str], image_ids: Sequence[str]
+) -> Dict[str, ImageDetections]:
+    """Read COCO-format results (a JSON list of {image_id, category_id, bbox [x, y, w, h], score})."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            items = json.load(f)
+    except OSError as e:
+        raise EvalInputError(f"cannot read {path}: {e}") from e
+    except json.JSONDecodeError as e:
+        raise EvalInputError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(items, list):
+        raise EvalInputError(f"{path}: expected a JSON list of detections (COCO results format)")
+    known = set(image_ids)
+    per: Dict[str, List[Tuple[List[float], float, int]]] = {}
+    for n, d in enumerate(items):
+        where = f"{path}: detection {n}"
+        if not isinstance(d, dict) or not {"image_id", "category_id", "bbox", "score"} <= set(d):
+            raise EvalInputError(f"{where}: needs image_id, category_id, bbox and score")
+        iid = str(d["image_id"])
+        if iid not in known:
+            raise EvalInputError(f"{where}: image_id {iid!r} is not in the evaluated split")
+        cat = d["category_id"]
+        if not isinstance(cat, int) or isinstance(cat, bool) or not 0 <= cat < len(class_names):
+            raise EvalInputError(
+                f"{where}: category_id {cat!r} is not an index into the {len(class_names)} classes "
+                "(0-based; pass --classes FILE for another class list)"
+            )
+        bbox, score = d["bbox"], d["score"]
+        if (
+            not isinstance(bbox, list)
+            or len(bbox) != 4
+            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
+            or bbox[2] < 0
+            or bbox[3] < 0
+        ):
+            raise EvalInputError(f"{where}: bbox must be [x, y, w, h] with finite numbers and w, h >= 0")
+        if not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise EvalInputError(f"{where}: score must be a finite number")
+        per.setdefault(iid, []).append((bbox, float(score), cat))
+    out: Dict[str, ImageDetections] = {}
+    for iid, dets in per.items():
+        b = np.array([x for x, _, _ in dets], np.float64)
+        boxes = np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], 1).astype(np.float32)
+        out[iid] = (
+            boxes,
+            np.array([s for _, s, _ in dets], np.float32),
+            np.array([c for _, _, c in dets], np.int64),
+        )
+    return out
+
+
+def detections_to_results(dets: Dict[str, ImageDetections]) -> List[Dict[str, Any]]:
+    """Detections -> the COCO results list that ``--detections`` reads back."""
+    out = []
+    for iid, (boxes, scores, cls) in dets.items():
+        for b, s, c in zip(np.asarray(boxes, np.float64), scores, cls):
+            out.append(
+                {
+                    "image_id": iid,
+                    "category_id": int(c),
+                    "bbox": [round(float(v), 3) for v in (b[0], b[1], b[2] - b[0], b[3] - b[1])],
+                    "score": float(s),
+                }
+            )
+    return out
+
+
+def _write_json(path: str, obj: Any) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="nano-eval", description="Detection mAP on a VOC-layout split.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="a .onnx, .engine or .safetensors model to run")
+    src.add_argument("--detections", help="COCO-format results JSON to score without running a model")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="VOC folder (or VOCdevkit) with Annotations/, JPEGImages/, ImageSets/Main/",
+    )
+    p.add_argument("--split", default="test", help="split name under ImageSets/Main (default test)")
+    p.add_argument("--metric", default="voc07", choices=METRICS)
+    p.add_argument(
+        "--classes",
+        default=None,
+        help="class names file for --detections (default: data's classes.txt or VOC's 20)",
+    )
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
+    p.add_argument("--conf", type=float, default=0.001, help="confidence threshold (default 0.001)")
+    p.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold (default 0.5)")
+    p.add_argument("--max-det", type=int, default=100, help="detections per image (default 100)")
+    p.add_argument(
+        "--batch", type=int, default=8, help="images per inference call (fixed-batch models use their own)"
+    )
+    p.add_argument("--limit", type=int, default=0, help="evaluate the first N images of the split only")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime / PyTorch")
+    p.add_argument("--save-detections", default=None, help="also write the detections as COCO results JSON")
+    p.add_argument(
+        "--strict", action="store_true", help="fail on the first data problem instead of counting it"
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    """Evaluate as configured; returns the JSON-able result."""
+    if args.batch < 1 or args.max_det < 1 or not 0 <= args.conf <= 1 or not 0 <= args.iou <= 1:
+        raise EvalInputError("--batch and --max-det must be >= 1, --conf and --iou in [0, 1]")
+    backend = None
+    if args.model:
+        backend = open_detector_backend(args.model, args.backend, args.threads)
+        class_names: Sequence[str] = backend.metadata.class_names
+        data_names = read_class_names(args.data) if os.path.isdir(args.data) else None
+        if data_names is not None and tuple(data_names) != tuple(class_names):
+            raise EvalInputError(
+                f"the model's {len(class_names)} classes ({', '.join(class_names[:4])}, ...) differ from the data's "
+                f"{len(data_names)} ({', '.join(data_names[:4])}, ...): evaluate on data labelled with the model's classes"
+            )
+    else:
+        class_names = read_names_file(args.classes) if args.classes else read_class_names(args.data)
+    data = load_split(args.data, args.split, class_names, strict=args.strict)
+    if args.limit:
+        data.records = data.records[: args.limit]
+    problems = data.report.summary()
+    if problems and not args.json:
+        print(f"data problems (skipped or clipped):\n{problems}", file=sys.stderr)
+    seconds = None
+    if backend is not None:
+        dets, seconds = run_model(
+            backend, data, args.batch, args.conf, args.iou, args.max_det, progress=not args.no_progress
+        )
+        if args.save_detections:
+            _write_json(args.save_detections, detections_to_results(dets))
+    else:
+        dets = load_results_json(args.detections, class_names, [r.image_id for r in data.records])
+    res: EvalResult = evaluate(data.records, dets, class_names, args.metric)
+    out = res.to_json_dict()
+    out.update(
+        {
+            "images": len(data.records),
+            "split": args.split,
+            "source": args.model or args.detections,
+            "backend": getattr(backend, "name", None),
+            "data_warnings": data.report.num_warnings,
+        }
+    )
+    if seconds is not None:
+        out["seconds"] = round(seconds, 3)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(format_table(res))
+        where = f"{len(data.records)} images of {args.data}:{args.split}"
+        print(f"{out['source']} ({out['backend'] or 'saved detections'}) on {where}")
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``nano-eval`` entry point."""
+    args = parse_args(argv)
+    try:
+        run(args)
+    except (EvalInputError, VOCError) as e:
+        print(f"nano-eval: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, ImportError, RuntimeError) as e:
+        # model load errors (ModelLoadError, WeightsError, MetadataError), missing backends
+        print(
+            f"nano-eval: error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
