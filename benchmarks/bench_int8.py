@@ -1,0 +1,298 @@
+"""Q/DQ INT8 against FP32 YOLO Nano in ONNX Runtime on this CPU, side by side in one run.
+
+    python benchmarks/bench_int8.py [--weights W.safetensors | --onnx M.onnx] [--data VOCDIR] [--size 416]
+                                    [--calib 300] [--eval 200] [--algo percentile] [--repeat 40]
+                                    [--threads 1] [--json out.json]
+
+1. The FP32 model: ``--onnx``, or ``--weights`` (or the shipped demo weights) exported at ``--size`` with
+   batch 1 through ``export_onnx``; without any weights a randomly initialised YOLO Nano (mAP then
+   meaningless and reported as such).
+2. Data: ``--data`` (VOC layout with ``train``/``val`` splits), else the synthetic demo set
+   (``yolo_nano.model.synth``) written to a temporary folder: ``--calib`` train images calibrate
+   (through the VOC ``ImageSets`` list, i.e. the one calibration batcher), ``--eval`` val images measure.
+3. ``nano-quantize`` both targets: ``cpu`` (uint8 activations, the CPU model) and ``tensorrt``
+   (symmetric int8, the TensorRT input), with the same algorithm and images.
+4. Speed: batch-1 ``session.run`` on the same preprocessed val images, FP32 and INT8 interleaved call by
+   call (order alternating); ratio = FP32 / INT8 of the medians (goal >= 1.5x for the cpu target), and of
+   the minimums (less sensitive to other load on a shared machine).
+5. Agreement on the val images: raw head error (RMS of INT8 - FP32 over RMS of FP32, averaged over heads
+   and images), and the share of FP32 detections (conf 0.25) that INT8 reproduces (same class, IoU >= 0.5).
+6. File size of each model vs the paper's 4.0 MB (8-bit weights), and the weight count.
+7. mAP@0.5 (VOC07 11-point, the project's evaluator) of FP32 and INT8 on the val images (goal: <= 1
+   point lost), when the data's classes are the model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+PAPER_MB = 4.0
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def fp32_model(args: argparse.Namespace, work: str) -> Tuple[str, str]:
+    """(path of the FP32 ONNX, where its weights came from)."""
+    if args.onnx:
+        return args.onnx, os.path.basename(args.onnx)
+    from yolo_nano.model.export import export_onnx
+    from yolo_nano.model.network import build_model
+    from yolo_nano.model.weights import load_model
+
+    weights = args.weights
+    if weights is None:
+        from yolo_nano.runtime.default_model import default_weights_path
+
+        shipped = default_weights_path()
+        weights = str(shipped) if shipped.is_file() else None
+    out = os.path.join(work, "yolo_nano.onnx")
+    if weights:
+        model, names = load_model(weights, input_size=args.size)
+        export_onnx(model, out, class_names=names, batch=1, weights_path=weights)
+        return out, os.path.basename(weights)
+    log(
+        "warning: no trained weights (pass --weights): using a RANDOMLY INITIALISED YOLO Nano; mAP is meaningless"
+    )
+    export_onnx(build_model("yolo-nano", 20, args.size), out, batch=1)
+    return out, "random-init"
+
+
+def demo_data(args: argparse.Namespace, work: str) -> str:
+    if args.data:
+        return args.data
+    from yolo_nano.model.synth import write_dataset
+
+    out = os.path.join(work, "synth")
+    log(f"writing the synthetic demo set: {args.calib} train + {args.eval} val images")
+    return write_dataset(out, args.calib, args.eval, seed=args.seed, progress=False)
+
+
+def session(path: str, threads: Optional[int]) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def interleaved_ms(
+    sessions: List[Any], inputs: List[np.ndarray], repeat: int, name: str
+) -> Tuple[List[float], List[float]]:
+    """(median, min) batch-1 latency (ms) of each session, calls interleaved, order alternating."""
+    feeds = [{name: x} for x in inputs]
+    for s in sessions:
+        for f in feeds[:3]:
+            s.run(None, f)
+    times: List[List[float]] = [[] for _ in sessions]
+    for i in range(repeat):
+        order = list(range(len(sessions)))
+        if i % 2:
+            order.reverse()
+        feed = feeds[i % len(feeds)]
+        for k in order:
+            t0 = time.perf_counter()
+            sessions[k].run(None, feed)
+            times[k].append((time.perf_counter() - t0) * 1000.0)
+    return [statistics.median(t) for t in times], [min(t) for t in times]
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
+
+
+def agreement(
+    ref: List[Tuple[np.ndarray, np.ndarray, np.ndarray]], got: List[Tuple[Any, ...]]
+) -> Optional[float]:
+    """Share of reference detections that ``got`` reproduces (same class, IoU >= 0.5)."""
+    total = hit = 0
+    for (rb, _, rc), (gb, _, gc) in zip(ref, got):
+        total += len(rb)
+        if len(rb) and len(gb):
+            iou = box_iou(rb, gb)
+            same = rc[:, None] == gc[None, :]
+            hit += int(((iou >= 0.5) & same).any(axis=1).sum())
+    return None if total == 0 else hit / total
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--onnx", help="FP32 model to quantize (else exported from --weights)")
+    p.add_argument("--weights", help=".safetensors weights (default: the shipped demo weights)")
+    p.add_argument("--data", help="VOC-layout data with train and val splits (default: synthetic demo set)")
+    p.add_argument("--size", type=int, default=416, help="input size when exporting (default 416)")
+    p.add_argument("--calib", type=int, default=300, help="calibration images (default 300)")
+    p.add_argument("--eval", type=int, default=200, help="evaluation images (default 200)")
+    p.add_argument("--algo", default="percentile", choices=("minmax", "entropy", "percentile"))
+    p.add_argument("--repeat", type=int, default=40, help="timed calls per model (default 40)")
+    p.add_argument(
+        "--threads", type=int, default=1,
+        help="ONNX Runtime intra-op threads, 0 = ORT's default (default 1: on a small shared machine ORT's "
+        "spinning worker threads make timings swing by 2-3x)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args(argv)
+    warnings.simplefilter("ignore")
+
+    import onnxruntime
+    from yolo_nano.benchmarks.evaluate import run_model
+    from yolo_nano.calibration.quantize import quantize_qdq
+    from yolo_nano.model.metadata import read_onnx_metadata
+    from yolo_nano.model.metrics import evaluate
+    from yolo_nano.model.preprocess import preprocess
+    from yolo_nano.model.voc import load_split, read_class_names, read_image
+    from yolo_nano.runtime import Detector
+    from yolo_nano.runtime.backends import OnnxRuntimeBackend
+
+    res: Dict[str, Any] = {
+        "machine": f"{cpu_name()}, {os.cpu_count()} CPUs, {platform.system()} {platform.machine()}",
+        "onnxruntime": onnxruntime.__version__,
+        "threads": args.threads or "onnxruntime default",
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-int8-") as work:
+        t0 = time.time()
+        src, source = fp32_model(args, work)
+        meta = read_onnx_metadata(src)
+        data = demo_data(args, work)
+        calib_list = os.path.join(data, "ImageSets", "Main", "train.txt")
+        models = {"fp32": src}
+        quant_s = {}
+        for target in ("cpu", "tensorrt"):
+            out = os.path.join(work, f"yolo_nano.int8.{target}.onnx")
+            log(f"quantizing for {target} ({args.algo}, up to {args.calib} images)")
+            tq = time.time()
+            r = quantize_qdq(
+                src,
+                calib_list,
+                out,
+                algorithm=args.algo,
+                target=target,
+                max_images=args.calib,
+                progress=False,
+            )
+            quant_s[target] = round(time.time() - tq, 1)
+            models[f"int8-{target}"] = out
+        res.update(
+            model=f"{meta.arch} {meta.input_size[0]}x{meta.input_size[1]}, {meta.num_classes} classes, weights {source}",
+            algorithm=args.algo,
+            calibration_images=r.num_images,
+            quantize_seconds=quant_s,
+        )
+        import onnx
+
+        weights = sum(
+            int(np.prod(i.dims)) for i in onnx.load(src).graph.initializer if len(i.dims) >= 2
+        )  # conv and FC kernels
+        res["weights_millions"] = round(weights / 1e6, 3)
+        res["size_mb"] = {k: round(os.path.getsize(v) / 1e6, 3) for k, v in models.items()}
+        res["paper_size_mb"] = PAPER_MB
+
+        names = tuple(meta.class_names)
+        data_names = read_class_names(data)
+        val = load_split(data, "val", data_names)
+        val.records = val.records[: args.eval]
+        images = [read_image(rec.image_path) for rec in val.records]
+        inputs = [preprocess([im], meta)[0] for im in images[:16]]
+
+        log(f"timing batch-1 session.run, {args.repeat} interleaved calls per model")
+        sessions = [session(models[k], args.threads) for k in models]
+        ms, ms_min = interleaved_ms(sessions, inputs, args.repeat, meta.input_name)
+        res["latency_ms"] = {k: round(v, 2) for k, v in zip(models, ms)}
+        res["speedup"] = {k: round(ms[0] / v, 2) for k, v in zip(list(models)[1:], ms[1:])}
+        res["latency_min_ms"] = {k: round(v, 2) for k, v in zip(models, ms_min)}
+        res["speedup_by_min"] = {k: round(ms_min[0] / v, 2) for k, v in zip(list(models)[1:], ms_min[1:])}
+
+        log("comparing outputs on the val images")
+        head_err: Dict[str, List[float]] = {k: [] for k in list(models)[1:]}
+        for x in inputs:
+            ref = sessions[0].run(None, {meta.input_name: x})
+            for k, s in zip(list(models)[1:], sessions[1:]):
+                got = s.run(None, {meta.input_name: x})
+                head_err[k] += [
+                    float(np.sqrt(np.mean((a - b) ** 2) / (np.mean(a**2) + 1e-12))) for a, b in zip(ref, got)
+                ]
+        res["head_relative_rms_error"] = {k: round(float(np.mean(v)), 4) for k, v in head_err.items()}
+        dets = {}
+        for k, path in models.items():
+            det = Detector(path, backend="onnxruntime-cpu", conf_threshold=0.25)
+            dets[k] = [(d.boxes, d.scores, d.class_ids) for d in det.detect_batch(images[:64])]
+        res["detection_agreement"] = {
+            k: (None if agreement(dets["fp32"], v) is None else round(agreement(dets["fp32"], v), 3))  # type: ignore[arg-type]
+            for k, v in dets.items()
+            if k != "fp32"
+        }
+        res["fp32_detections_at_0.25"] = int(sum(len(d[0]) for d in dets["fp32"]))
+
+        if tuple(data_names) == names:
+            log(f"mAP@0.5 on {len(val.records)} val images")
+            maps = {}
+            for k, path in models.items():
+                out, _ = run_model(
+                    OnnxRuntimeBackend(path, device="cpu", threads=args.threads), val, progress=False
+                )
+                maps[k] = evaluate(val.records, out, names, "voc07").map
+            res["map50_voc07"] = {k: round(v * 100, 2) for k, v in maps.items()}
+            res["map50_delta_points"] = {
+                k: round((maps[k] - maps["fp32"]) * 100, 2) for k in list(models)[1:]
+            }
+            if source == "random-init":
+                res["map_note"] = "random-init weights: mAP meaningless"
+        else:
+            res["map_note"] = (
+                f"skipped: the data's classes {data_names[:3]}... are not the model's {names[:3]}..."
+            )
+        res["eval_images"] = len(val.records)
+        res["seconds"] = round(time.time() - t0, 1)
+
+    print(json.dumps(res, indent=2))
+    lat = res["latency_ms"]
+    print(
+        f"\nINT8 (cpu target) {lat['int8-cpu']:.1f} ms vs FP32 {lat['fp32']:.1f} ms: {res['speedup']['int8-cpu']:.2f}x "
+        f"by median, {res['speedup_by_min']['int8-cpu']:.2f}x by min (goal >= 1.5x); TensorRT-target Q/DQ on this CPU: {res['speedup']['int8-tensorrt']:.2f}x. "
+        f"Size {res['size_mb']['int8-cpu']:.2f} MB vs paper {PAPER_MB} MB."
+    )
+    if "map50_delta_points" in res:
+        d = res["map50_delta_points"]["int8-cpu"]
+        print(
+            f"mAP@0.5 FP32 {res['map50_voc07']['fp32']:.2f} -> INT8 {res['map50_voc07']['int8-cpu']:.2f} ({d:+.2f} points; goal >= -1)"
+        )
+    if args.json:
+        from yolo_nano.calibration.files import atomic_write_json
+
+        atomic_write_json(args.json, res)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

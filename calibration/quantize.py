@@ -1,0 +1,311 @@
+"""Explicit (Q/DQ) INT8 quantization with ONNX Runtime's static quantizer, fed by the one batcher.
+
+The output is a QDQ-format ONNX model: int8 per-channel symmetric weights, 8-bit activations, the head
+convolutions (the nodes producing the graph outputs) kept in float so box offsets and logits are never
+rounded to 8 bits, and the ``yolo_nano`` metadata copied over. Two targets, because ONNX Runtime's CPU
+kernels and TensorRT want different activations (see :data:`TARGETS`):
+
+* ``cpu`` (default): uint8 asymmetric activations. ONNX Runtime folds each ReLU6 into the quantized
+  convolution: this is the fast CPU model.
+* ``tensorrt``: int8 symmetric activations (zero point 0), the explicit quantization TensorRT 8.5 and
+  10.x accept: ``nano-build model.int8.onnx --precision int8`` needs no calibrator. It also runs in ONNX
+  Runtime, but slower than FP32 there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional
+
+import numpy as np
+from yolo_nano.model.metadata import MetadataError, ModelMetadata, read_onnx_metadata, write_onnx_metadata
+
+from .batcher import CalibrationBatcher
+from .files import PathLike, atomic_write_bytes
+
+#: ``--algo`` names -> ONNX Runtime ``CalibrationMethod`` member names.
+QUANT_ALGORITHMS: Dict[str, str] = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+DEFAULT_QUANT_ALGORITHM = "percentile"
+QDQ_OP_TYPES = ("QuantizeLinear", "DequantizeLinear")
+#: Who runs the Q/DQ model. ``cpu``: uint8 asymmetric activations, which ONNX Runtime fuses with the
+#: ReLU6/Clip after each convolution into QLinearConv (measured 1.7x faster than FP32 on x86; symmetric
+#: int8 activations cannot absorb the Clip and ran 0.7x). ``tensorrt``: int8 symmetric activations
+#: (zero point 0), the only explicit quantization TensorRT 8.5/10 accepts.
+TARGETS = ("cpu", "tensorrt")
+DEFAULT_TARGET = "cpu"
+
+
+class QuantizeError(ValueError):
+    """The model cannot be quantized as asked (message says why and what to do)."""
+
+
+def is_qdq_model(model: Any) -> bool:
+    """True when the ONNX model (a ``ModelProto`` or a path) already holds Q/DQ nodes (explicit INT8)."""
+    if not hasattr(model, "graph"):
+        import onnx
+
+        model = onnx.load(os.fspath(model), load_external_data=False)
+    return any(node.op_type in QDQ_OP_TYPES for node in model.graph.node)
+
+
+PASSTHROUGH_OPS = ("Identity", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze")
+
+
+def tensorrt_qdq_problems(model: Any) -> List[str]:
+    """Why TensorRT would refuse this Q/DQ model (empty: it is fine). TensorRT takes only int8 Q/DQ with
+    zero points of 0 (symmetric); ``nano-quantize --target cpu`` makes uint8 asymmetric activations."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    consts = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant"}
+    problems: List[str] = []
+    for node in model.graph.node:
+        if node.op_type not in QDQ_OP_TYPES or len(node.input) < 3 or not node.input[2]:
+            continue
+        zp_name = node.input[2]
+        if zp_name in inits:
+            zp = numpy_helper.to_array(inits[zp_name])
+        elif zp_name in consts:
+            zp = numpy_helper.to_array(consts[zp_name].attribute[0].t)
+        else:
+            continue
+        if zp.dtype != np.int8:
+            problems.append(f"{node.name or node.op_type} is {zp.dtype} (TensorRT takes int8 Q/DQ only)")
+        elif zp.any():
+            problems.append(
+                f"{node.name or node.op_type}: non-zero zero point (TensorRT needs symmetric int8)"
+            )
+        if len(problems) >= 3:
+            break
+    return problems
+
+
+def head_nodes(model: Any) -> List[str]:
+    """Names of the nodes that compute the graph outputs (the detection heads): each output's producer,
+    followed back through shape-only ops (Identity, Reshape, ...) to the convolution that computes it."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    found: List[str] = []
+    for graph_output in model.graph.output:
+        node = producer.get(graph_output.name)
+        while node is not None:
+            if node.name not in found:
+                found.append(node.name)
+            if node.op_type not in PASSTHROUGH_OPS or not node.input:
+                break
+            node = producer.get(node.input[0])
+    return found
+
+
+def _name_unnamed_nodes(model: Any) -> None:
+    used = {n.name for n in model.graph.node if n.name}
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in used:
+                name += "_"
+            node.name = name
+            used.add(name)
+
+
+def _stride_for(num_batches: int, limit: int = 16) -> int:
+    """Largest divisor of ``num_batches`` not above ``limit`` (ORT's strided calibration needs one)."""
+    for s in range(min(limit, num_batches), 0, -1):
+        if num_batches % s == 0:
+            return s
+    return 1
+
+
+def make_data_reader(batcher: CalibrationBatcher, input_name: str) -> Any:
+    """An ``onnxruntime.quantization.CalibrationDataReader`` over ``batcher`` (one pass, rangeable)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class BatcherDataReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it: Optional[Iterator[np.ndarray]] = None
+            self._remaining: Optional[int] = None
+            # Older ONNX Runtime (seen with 1.19) returns graph outputs that are graph inputs as views of the input buffer
+            # (microsoft/onnxruntime#21922) and keeps them until the stride is processed: keep the
+            # batches alive until then, or the calibrator reads freed memory (NaN ranges).
+            self._fed: List[np.ndarray] = []
+
+        def __len__(self) -> int:
+            return len(batcher)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self._remaining = end_index - start_index
+            self._fed = []
+
+        def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+            if self._remaining is not None:
+                if self._remaining <= 0:
+                    return None
+                self._remaining -= 1
+            if self._it is None:
+                self._it = iter(batcher)
+            batch = next(self._it, None)
+            if batch is None:
+                return None
+            self._fed.append(batch)
+            return {input_name: batch}
+
+    return BatcherDataReader()
+
+
+def _fold_removable_ops(src: str, dst: str) -> str:
+    """Save ``src`` after ONNX Runtime's basic (hardware-independent) graph optimisations: the Clip of each
+    ReLU6 is absorbed into the uint8 QuantizeLinear after it, Identity nodes go. Without this every
+    session that loads the model re-does it and logs one warning per orphaned Clip constant (~180 lines
+    for YOLO Nano). The result is still a portable QDQ model."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.optimized_model_filepath = dst
+    ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    return dst
+
+
+class _DropPreprocessHint(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_ort() -> Iterator[None]:
+    """ONNX Runtime's quantizer prints progress to stdout and a pre-processing hint to the root logger:
+    send the prints to stderr (stdout stays for our result line) and drop the hint."""
+    hint = _DropPreprocessHint()
+    logging.getLogger().addFilter(hint)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        logging.getLogger().removeFilter(hint)
+
+
+@dataclass
+class QuantizeResult:
+    """What :func:`quantize_qdq` wrote: the output path, its size (bytes), the metadata in it, how many
+    calibration images were used and which nodes were kept in float."""
+
+    output_path: str
+    size_bytes: int
+    metadata: ModelMetadata
+    num_images: int
+    float_nodes: List[str]
+    algorithm: str
+    target: str = DEFAULT_TARGET
+
+
+def quantize_qdq(
+    onnx_path: PathLike,
+    calib_source: PathLike,
+    output_path: PathLike,
+    *,
+    algorithm: str = DEFAULT_QUANT_ALGORITHM,
+    target: str = DEFAULT_TARGET,
+    per_channel: bool = True,
+    max_images: Optional[int] = None,
+    percentile: float = 99.999,
+    progress: bool = True,
+) -> QuantizeResult:
+    """Quantize ``onnx_path`` (FP32 with yolo_nano metadata) to a Q/DQ INT8 model at ``output_path``.
+
+    Calibration images come from ``calib_source`` (folder, list file or VOC ImageSets) through
+    :class:`~yolo_nano.calibration.batcher.CalibrationBatcher` with the model's own preprocessing and
+    batch size (1 for a dynamic-batch model). ``algorithm``: ``minmax``, ``entropy`` or ``percentile``.
+    ``target``: ``cpu`` (uint8 asymmetric activations: fast in ONNX Runtime) or ``tensorrt`` (int8
+    symmetric activations: what ``nano-build --precision int8`` accepts). Weights are int8 symmetric
+    (per channel by default) for both. The output is written atomically.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if target not in TARGETS:
+        raise QuantizeError(f"unknown target {target!r}; choose one of {TARGETS}")
+    if algorithm not in QUANT_ALGORITHMS:
+        raise QuantizeError(
+            f"unknown calibration algorithm {algorithm!r}; choose one of {sorted(QUANT_ALGORITHMS)}"
+        )
+    src = os.fspath(onnx_path)
+    try:
+        model = onnx.load(src)
+    except Exception as e:
+        raise QuantizeError(f"{src}: not a readable ONNX file ({type(e).__name__}: {e})") from e
+    meta = read_onnx_metadata(model)  # MetadataError (a ValueError) when the model is not ours
+    if is_qdq_model(model):
+        raise QuantizeError(f"{src} is already quantized (it has QuantizeLinear/DequantizeLinear nodes)")
+    _name_unnamed_nodes(model)
+    float_nodes = head_nodes(model)
+    batch = meta.batch if isinstance(meta.batch, int) else 1
+    batcher = CalibrationBatcher(
+        calib_source, meta, batch_size=batch, max_images=max_images, progress=progress
+    )
+    reader = make_data_reader(batcher, meta.input_name)
+    extra: Dict[str, Any] = {
+        "ActivationSymmetric": target == "tensorrt",  # zero point 0: what TensorRT needs
+        "QuantizeBias": target == "cpu",  # TensorRT takes float biases, not int32 DequantizeLinear
+        "WeightSymmetric": True,
+        "CalibStridedMinMax": _stride_for(len(batcher)),  # bounded memory (histograms merge per stride)
+        "CalibPercentile": float(percentile),
+    }
+    out = os.fspath(output_path)
+    out_dir = os.path.dirname(os.path.abspath(out))
+    os.makedirs(out_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".nano-quantize-", dir=out_dir) as tmp:
+        named = os.path.join(tmp, "input.onnx")
+        onnx.save(model, named)
+        quantized = os.path.join(tmp, "output.onnx")
+        with _quiet_ort():
+            quantize_static(
+                named,
+                quantized,
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                reduce_range=False,
+                activation_type=QuantType.QInt8 if target == "tensorrt" else QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=float_nodes,
+                calibrate_method=getattr(CalibrationMethod, QUANT_ALGORITHMS[algorithm]),
+                extra_options=extra,
+            )
+        if target == "cpu":
+            quantized = _fold_removable_ops(quantized, os.path.join(tmp, "folded.onnx"))
+        qmodel = onnx.load(quantized)
+        qmodel.ir_version = min(qmodel.ir_version, model.ir_version)  # loadable where the FP32 model is
+    extra_meta = dict(meta.extra)
+    extra_meta["quantization"] = {
+        "format": "QDQ",
+        "tool": "onnxruntime.quantization.quantize_static",
+        "algorithm": algorithm,
+        "target": target,
+        "per_channel": per_channel,
+        "activation_type": "int8-symmetric" if target == "tensorrt" else "uint8-asymmetric",
+        "weight_type": "int8-symmetric",
+        "calibration_images": batcher.num_images - len(batcher.skipped),
+        "float_nodes": float_nodes,
+    }
+    qmeta = dataclasses.replace(meta, extra=extra_meta)
+    try:
+        write_onnx_metadata(qmodel, qmeta)
+    except MetadataError as e:  # pragma: no cover - meta came from a valid model
+        raise QuantizeError(str(e)) from e
+    data = qmodel.SerializeToString()
+    atomic_write_bytes(out, data)
+    return QuantizeResult(
+        output_path=out,
+        size_bytes=len(data),
+        metadata=qmeta,
+        num_images=batcher.num_images - len(batcher.skipped),
+        float_nodes=float_nodes,
+        algorithm=algorithm,
+        target=target,
+    )

@@ -1,0 +1,212 @@
+"""Engine identity records: ``<engine>.json`` beside every engine, and the load-time mismatch check.
+
+A TensorRT engine only runs on the TensorRT version and GPU it was built with ("Version tag does not
+match"). The record says what built it (TensorRT, GPU, compute capability, JetPack/L4T), how
+(precision, DLA, calibration cache and algorithm or Q/DQ, workspace, the exact ``nano-build`` command)
+and from what (ONNX sha256, preprocessing, input shape, the ONNX's full model metadata). The runtime
+reads the model metadata from here, and :func:`check_compatible` refuses a mismatched engine with the
+command that rebuilds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
+
+from yolo_nano.calibration.files import PathLike, atomic_write_json
+from yolo_nano.model.metadata import MetadataError, ModelMetadata
+
+RECORD_FORMAT = 1
+RECORD_SUFFIX = ".json"
+
+
+class EngineRecordError(ValueError):
+    """The engine's identity record is missing or malformed."""
+
+
+class EngineMismatchError(RuntimeError):
+    """The engine was built for another TensorRT version or GPU; the message says how to rebuild it."""
+
+
+class EngineMismatchWarning(UserWarning):
+    """The engine may run here but was built on a different GPU model of the same architecture."""
+
+
+def record_path(engine_path: PathLike) -> str:
+    """The identity record of an engine: ``<engine>.json``."""
+    return os.fspath(engine_path) + RECORD_SUFFIX
+
+
+@dataclass
+class EngineIdentity:
+    """What an engine is, what built it and from what. Serialised as the ``<engine>.json`` record.
+
+    ``precision``: ``fp32`` | ``fp16`` | ``int8``; ``quantization``: ``none`` | ``calibrated`` (implicit
+    INT8 with a calibration cache) | ``qdq`` (explicit INT8 from a Q/DQ ONNX). ``input_shape``: the
+    (N, 3, H, W) the engine runs with the largest batch (``dynamic_batch`` True: any batch 1..N).
+    ``calibration``: ``{cache_path, cache_sha256, algorithm, num_images}`` for calibrated engines.
+    ``metadata``: ``ModelMetadata.to_dict()`` of the ONNX.
+    """
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+    precision: str
+    onnx_path: str
+    onnx_sha256: str
+    input_shape: List[int]
+    metadata: Dict[str, Any]
+    preprocess: Dict[str, Any]
+    build_command: str
+    dynamic_batch: bool = False
+    quantization: str = "none"
+    dla_core: Optional[int] = None
+    gpu_fallback: bool = False
+    calibration: Optional[Dict[str, Any]] = None
+    workspace_mb: Optional[int] = None
+    jetpack: Optional[str] = None
+    l4t: Optional[str] = None
+    host: str = ""
+    build_time: str = ""
+    build_seconds: Optional[float] = None
+    engine_sha256: Optional[str] = None
+    engine_bytes: Optional[int] = None
+    format_version: int = RECORD_FORMAT
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "<record>") -> EngineIdentity:
+        names = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - names)
+        try:
+            kwargs = {k: v for k, v in d.items() if k in names}
+            ident = cls(**kwargs)
+        except TypeError as e:
+            raise EngineRecordError(f"{source}: malformed engine identity record ({e})") from e
+        if int(ident.format_version) > RECORD_FORMAT:
+            raise EngineRecordError(
+                f"{source}: record format {ident.format_version} is newer than this yolo-nano-edge understands "
+                f"({RECORD_FORMAT}); upgrade yolo-nano-edge"
+            )
+        if unknown:
+            ident.extra.setdefault("unknown_fields", unknown)
+        return ident
+
+    def model_metadata(self) -> ModelMetadata:
+        """The model metadata of the ONNX the engine was built from."""
+        try:
+            return ModelMetadata.from_dict(self.metadata)
+        except MetadataError as e:
+            raise EngineRecordError(f"engine record holds invalid model metadata: {e}") from e
+
+    @property
+    def batch(self) -> int:
+        """Largest batch the engine accepts."""
+        return int(self.input_shape[0])
+
+    def summary_lines(self) -> List[str]:
+        """Human-readable lines for ``nano-engine info``."""
+        meta = self.metadata
+        dla = (
+            "no"
+            if self.dla_core is None
+            else f"core {self.dla_core}" + (" + GPU fallback" if self.gpu_fallback else "")
+        )
+        lines = [
+            f"precision:        {self.precision} (quantization: {self.quantization})",
+            f"TensorRT:         {self.tensorrt_version}",
+            f"GPU:              {self.gpu_name} (compute capability {self.compute_capability})",
+            f"JetPack / L4T:    {self.jetpack or '-'} / {self.l4t or '-'}",
+            f"DLA:              {dla}",
+            f"input:            {meta.get('input_name', 'images')} {self.input_shape}"
+            + (" (dynamic batch 1..N)" if self.dynamic_batch else ""),
+            f"model:            {meta.get('arch')} with {len(meta.get('class_names', []))} classes, "
+            f"outputs {[h.get('name') for h in meta.get('heads', [])]}",
+            f"ONNX:             {self.onnx_path} (sha256 {self.onnx_sha256[:16]})",
+        ]
+        if self.calibration:
+            c = self.calibration
+            lines.append(
+                f"calibration:      {c.get('algorithm')} cache {c.get('cache_path')} "
+                f"(sha256 {str(c.get('cache_sha256'))[:16]}, {c.get('num_images') or '?'} images)"
+            )
+        lines += [
+            f"workspace:        {self.workspace_mb if self.workspace_mb is not None else 'default'} MiB",
+            f"built:            {self.build_time} on {self.host}"
+            + (f" in {self.build_seconds:.1f} s" if self.build_seconds is not None else ""),
+            f"rebuild with:     {self.build_command}",
+        ]
+        return lines
+
+
+def write_record(engine_path: PathLike, identity: EngineIdentity) -> str:
+    """Write the record of ``engine_path`` atomically; returns its path."""
+    path = record_path(engine_path)
+    atomic_write_json(path, identity.to_dict())
+    return path
+
+
+def read_record(engine_path: PathLike) -> EngineIdentity:
+    """Read the identity record beside ``engine_path``. Raises :class:`EngineRecordError`."""
+    path = record_path(engine_path)
+    if not os.path.exists(path):
+        raise EngineRecordError(
+            f"{os.fspath(engine_path)} has no identity record {path}: build engines with `nano-build`, "
+            "which writes it (the record carries the model metadata the runtime needs)"
+        )
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except (OSError, ValueError) as e:
+        raise EngineRecordError(f"{path}: unreadable engine identity record ({e})") from e
+    if not isinstance(d, dict):
+        raise EngineRecordError(f"{path}: engine identity record must be a JSON object")
+    return EngineIdentity.from_dict(d, source=path)
+
+
+def mismatch_reasons(identity: EngineIdentity, tensorrt_version: str, compute_capability: str) -> List[str]:
+    """Why an engine with ``identity`` cannot run on this TensorRT / GPU (empty: it can)."""
+    reasons = []
+    if identity.tensorrt_version != tensorrt_version:
+        reasons.append(
+            f"it was built with TensorRT {identity.tensorrt_version}, this is TensorRT {tensorrt_version}"
+        )
+    if identity.compute_capability != compute_capability:
+        reasons.append(
+            f"it was built for compute capability {identity.compute_capability} ({identity.gpu_name}), "
+            f"this GPU is {compute_capability}"
+        )
+    return reasons
+
+
+def check_compatible(
+    engine_path: PathLike,
+    identity: EngineIdentity,
+    tensorrt_version: str,
+    gpu_name: str,
+    compute_capability: str,
+) -> None:
+    """Refuse an engine built for another TensorRT version or GPU architecture.
+
+    Raises :class:`EngineMismatchError` whose message says to rebuild and gives the exact command;
+    warns (:class:`EngineMismatchWarning`) when only the GPU model name differs.
+    """
+    reasons = mismatch_reasons(identity, tensorrt_version, compute_capability)
+    if reasons:
+        raise EngineMismatchError(
+            f"cannot load {os.fspath(engine_path)}: {'; '.join(reasons)}. TensorRT engines only run where "
+            f"they were built: rebuild it here with: {identity.build_command}"
+        )
+    if identity.gpu_name != gpu_name:
+        warnings.warn(
+            f"{os.fspath(engine_path)} was built on {identity.gpu_name}, this is {gpu_name} (same compute "
+            f"capability {compute_capability}); if it fails or runs slowly, rebuild: {identity.build_command}",
+            EngineMismatchWarning,
+            stacklevel=2,
+        )

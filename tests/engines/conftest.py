@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+# The tiny test model lives with the calibration tests; share it rather than copy it.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "calibration"))
+
+import tiny_onnx  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def calib_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    folder = str(tmp_path_factory.mktemp("calib") / "images")
+    tiny_onnx.write_images(folder, 12, seed=1)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return tiny_onnx.save_tiny_model(str(tmp_path_factory.mktemp("model") / "tiny.onnx"))
+
+
+@pytest.fixture(scope="session")
+def qdq_onnx_path(tmp_path_factory: pytest.TempPathFactory, tiny_onnx_path: str, calib_dir: str) -> str:
+    import warnings
+
+    from yolo_nano.calibration.quantize import quantize_qdq
+
+    out = str(tmp_path_factory.mktemp("qdq") / "tiny.int8.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_qdq(tiny_onnx_path, calib_dir, out, target="tensorrt", progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cpu_qdq_onnx_path(tmp_path_factory: pytest.TempPathFactory, tiny_onnx_path: str, calib_dir: str) -> str:
+    import warnings
+
+    from yolo_nano.calibration.quantize import quantize_qdq
+
+    out = str(tmp_path_factory.mktemp("qdqcpu") / "tiny.cpu.int8.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_qdq(tiny_onnx_path, calib_dir, out, target="cpu", progress=False)
+    return out
