@@ -5,9 +5,9 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Code that runs on a Jetson (JetPack 5.1: Python 3.8): everything but model/'s torch modules.
-PY38_PATHS := engines calibration runtime benchmarks model/metadata.py model/preprocess.py model/postprocess.py model/voc.py model/metrics.py model/synth.py
+PY38_PATHS := engines calibration runtime benchmarks model/fileio.py model/metadata.py model/preprocess.py model/postprocess.py model/voc.py model/metrics.py model/synth.py
 
-.PHONY: install bench test lint py38 clean
+.PHONY: install bench test lint typecheck py38 clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/vermin -t=3.8- --no-tips --violations --eval-annotations --backport dataclasses $(wildcard $(PY38_PATHS))
 
-test: lint
+# The TensorRT code against the real TensorRT API (tensorrt-stubs, kept outside the venv: see typings/).
+typecheck: $(STAMP)
+	test -d build/trt-stubs/tensorrt || $(PY) typings/install-trt-stubs.py
+	$(BIN)/mypy --config-file typings/mypy-trt.ini
+
+test: lint typecheck
 	$(BIN)/pytest -q
 	scripts/py38-check.sh
 

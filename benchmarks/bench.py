@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import datetime
 import glob
-import hashlib
 import json
 import os
 import platform
@@ -35,6 +34,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from yolo_nano.model.fileio import sha256_file
 
 from .clocks import ClockReader, JetsonClocks, summarize_clocks
 from .gates import GateError, evaluate, load_gate
@@ -261,12 +261,8 @@ def git_revision() -> Optional[str]:
     return head.strip() + ("+dirty" if status and status.strip() else "")
 
 
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+#: Hex SHA-256 of a file (kept under this name for callers; the one implementation is in ``fileio``).
+file_sha256 = sha256_file
 
 
 def engine_identity(model_path: str) -> Optional[Dict[str, Any]]:
@@ -631,11 +627,9 @@ def compare_models() -> List[str]:
                 raise UsageError(f"--compare without MODELs exports the three networks and needs PyTorch ({e}); "
                                  "pass exported models instead: nano-bench a.onnx b.onnx c.onnx") from e  # fmt: skip
             log(f"exporting {arch} (random weights, speed only) to {target}")
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            tmp = target + f".{os.getpid()}.tmp"
-            export_onnx(build_model(arch, num_classes=20, input_size=416), tmp, class_names=list(VOC_CLASSES),
+            # export_onnx writes atomically (temp file + rename): concurrent runs never see a partial file
+            export_onnx(build_model(arch, num_classes=20, input_size=416), target, class_names=list(VOC_CLASSES),
                         batch="dynamic")  # fmt: skip
-            os.replace(tmp, target)
         paths.append(target)
     return paths
 

@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from yolo_nano.model.fileio import atomic_write_text
 from yolo_nano.model.metadata import ModelMetadata
 from yolo_nano.runtime import Detector, batched_nms, decode, default_model_path, preprocess
 
@@ -315,10 +316,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "overhead_percent": overhead,
             "decode_nms": rows,
         }
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=2)
-        os.replace(tmp, args.json)
+        atomic_write_text(args.json, json.dumps(result, indent=2))
     return 0
 
 

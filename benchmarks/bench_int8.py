@@ -288,7 +288,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             f"mAP@0.5 FP32 {res['map50_voc07']['fp32']:.2f} -> INT8 {res['map50_voc07']['int8-cpu']:.2f} ({d:+.2f} points; goal >= -1)"
         )
     if args.json:
-        from yolo_nano.calibration.files import atomic_write_json
+        from yolo_nano.model.fileio import atomic_write_json
 
         atomic_write_json(args.json, res)
     return 0

@@ -24,11 +24,11 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from yolo_nano.model.fileio import atomic_write_text
 from yolo_nano.model.metrics import METRICS, EvalResult, ImageDetections, evaluate, format_table
 from yolo_nano.model.voc import VOCError, VOCSet, load_split, read_class_names, read_image, read_names_file
 
@@ -156,16 +156,7 @@ def detections_to_results(dets: Dict[str, ImageDetections]) -> List[Dict[str, An
 
 
 def _write_json(path: str, obj: Any) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_text(path, json.dumps(obj))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

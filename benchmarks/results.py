@@ -13,8 +13,9 @@ import io
 import json
 import math
 import os
-import tempfile
 from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+from yolo_nano.model.fileio import atomic_write_text
 
 try:
     import fcntl
@@ -50,19 +51,7 @@ CSV_COLUMNS = (
 
 def write_atomic(path: str, data: str) -> None:
     """Write text to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, data)
 
 
 @contextlib.contextmanager

@@ -14,9 +14,8 @@ import warnings
 from typing import Iterator, List, Optional
 
 import numpy as np
+from yolo_nano.model.fileio import PathLike
 from yolo_nano.model.metadata import ModelMetadata
-
-from .files import PathLike
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 #: NVIDIA suggests about 500 images to calibrate a detector.

@@ -30,7 +30,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from .files import PathLike, atomic_write_json, atomic_write_text, sha256_json
+from yolo_nano.model.fileio import PathLike, atomic_write_json, atomic_write_text, sha256_json
 
 #: Our CLI names -> the names TensorRT writes in the cache header.
 ALGORITHMS: Dict[str, str] = {"entropy": "EntropyCalibration2", "minmax": "MinMaxCalibration"}

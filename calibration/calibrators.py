@@ -13,10 +13,10 @@ import sys
 from typing import Any, List, Optional
 
 import numpy as np
+from yolo_nano.model.fileio import atomic_write_bytes
 
 from .batcher import CalibrationBatcher
 from .cache import ALGORITHMS, CacheIdentity, CalibrationCache, write_identity
-from .files import atomic_write_bytes
 
 
 def make_calibrator(

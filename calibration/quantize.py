@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
+from yolo_nano.model.fileio import PathLike, atomic_write_bytes
 from yolo_nano.model.metadata import MetadataError, ModelMetadata, read_onnx_metadata, write_onnx_metadata
 
 from .batcher import CalibrationBatcher
-from .files import PathLike, atomic_write_bytes
 
 #: ``--algo`` names -> ONNX Runtime ``CalibrationMethod`` member names.
 QUANT_ALGORITHMS: Dict[str, str] = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}

@@ -16,7 +16,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
-from yolo_nano.calibration.files import PathLike, atomic_write_json
+from yolo_nano.model.fileio import PathLike, atomic_write_json
 from yolo_nano.model.metadata import MetadataError, ModelMetadata
 
 RECORD_FORMAT = 1

@@ -20,8 +20,8 @@ from yolo_nano.calibration.cache import (
     preprocess_hash,
     read_identity,
 )
-from yolo_nano.calibration.files import sha256_file
 from yolo_nano.calibration.quantize import is_qdq_model, tensorrt_qdq_problems
+from yolo_nano.model.fileio import sha256_file
 from yolo_nano.model.metadata import MetadataError, ModelMetadata, read_onnx_metadata
 
 from .device import DeviceCapabilities

@@ -15,7 +15,6 @@ import hashlib
 import io
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
@@ -24,9 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .fileio import atomic_write_bytes, sha256_file
 from .metadata import INPUT_NAME, ModelMetadata, write_onnx_metadata
 from .network import ARCHS, build_model
-from .weights import WeightsError, file_sha256, load_model, read_config
+from .weights import WeightsError, load_model, read_config
 
 OPSETS = range(13, 18)
 
@@ -61,7 +61,7 @@ def export_onnx(
     if batch != "dynamic" and (not isinstance(batch, int) or batch < 1):
         raise ValueError(f"batch must be a positive integer or 'dynamic', got {batch!r}")
     meta = model.build_metadata(class_names)  # type: ignore[operator]
-    weights_sha = file_sha256(weights_path) if weights_path else state_sha256(model)
+    weights_sha = sha256_file(weights_path) if weights_path else state_sha256(model)
     source = Path(weights_path).name if weights_path else "random-init"
     meta = ModelMetadata.from_dict(
         dict(meta.to_dict(), batch=batch, opset=opset, weights_sha256=weights_sha, weights_source=source)
@@ -92,7 +92,7 @@ def export_onnx(
     write_onnx_metadata(proto, meta)
     onnx.checker.check_model(proto)
     proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
-    _write_atomic(Path(path), proto.SerializeToString())
+    atomic_write_bytes(path, proto.SerializeToString())
     return meta
 
 
@@ -119,20 +119,11 @@ def export_weights_file(
     return export_onnx(model, target, class_names=class_names, batch=batch, weights_path=weights)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def onnx_parity(model: nn.Module, path: Union[str, os.PathLike], batch: int = 1, seed: int = 0) -> float:
-    """Max abs difference between ONNX Runtime and PyTorch outputs on one random input."""
+    """Max abs difference between ONNX Runtime and PyTorch outputs on one random input, relative to the
+    outputs' magnitude when that exceeds 1 (trained heads emit logits in the tens: float32 rounding of the
+    BN-folded graph grows with them).
+    """
     import onnxruntime as ort
 
     size = model.input_size  # type: ignore[attr-defined]
@@ -141,7 +132,8 @@ def onnx_parity(model: nn.Module, path: Union[str, os.PathLike], batch: int = 1,
         ref: List[np.ndarray] = [t.numpy() for t in model.eval()(torch.from_numpy(x))]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run(None, {INPUT_NAME: x})
-    return max(float(np.abs(a - b).max()) for a, b in zip(ref, got))
+    scale = max(1.0, max(float(np.abs(a).max()) for a in ref))
+    return max(float(np.abs(a - b).max()) for a, b in zip(ref, got)) / scale
 
 
 def _batch_arg(text: str) -> Union[int, str]:
@@ -225,7 +217,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     line = f"wrote {args.output}: {meta.arch} {meta.input_size[0]}x{meta.input_size[1]}, {meta.num_classes} classes, batch {meta.batch}, opset {meta.opset}"
     if not args.no_verify:
         diff = onnx_parity(model, args.output, batch=2 if args.batch == "dynamic" else args.batch)
-        line += f"; ONNX Runtime vs PyTorch max abs diff {diff:.2e}"
+        line += f"; ONNX Runtime vs PyTorch max abs diff {diff:.2e} (relative to outputs above 1)"
         if diff > 1e-4:
             print(line)
             return fail(f"ONNX Runtime output differs from PyTorch by {diff:.2e} (> 1e-4)")

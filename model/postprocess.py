@@ -29,6 +29,7 @@ Detections = Tuple[np.ndarray, np.ndarray, np.ndarray]
 # Prefilter margin on the objectness logit: float32 sigmoid near the threshold may round either way, so
 # candidates within this margin are decoded and the exact ``score > conf`` test decides.
 _LOGIT_MARGIN = 1e-3
+_MAX_LOG_WH = np.float32(30.0)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -103,8 +104,10 @@ def decode(
             gy = (cell // sw).astype(np.float32)
             cx = (_sigmoid(cand[:, 0]) + gx) * stride
             cy = (_sigmoid(cand[:, 1]) + gy) * stride
-            half_w = anchors[a_idx, 0] * np.exp(cand[:, 2]) * np.float32(0.5)
-            half_h = anchors[a_idx, 1] * np.exp(cand[:, 3]) * np.float32(0.5)
+            # tw/th are clamped so exp() stays finite in float32 (an untrained head at conf 0.001 emits
+            # huge logits); any box this clamp changes is larger than 10^13 pixels anyway.
+            half_w = anchors[a_idx, 0] * np.exp(np.minimum(cand[:, 2], _MAX_LOG_WH)) * np.float32(0.5)
+            half_h = anchors[a_idx, 1] * np.exp(np.minimum(cand[:, 3], _MAX_LOG_WH)) * np.float32(0.5)
             boxes = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1).astype(np.float32)
             per_image[i].append((boxes, scores, cls.astype(np.int64)))
 

@@ -30,12 +30,13 @@ import json
 import math
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+from .fileio import atomic_write_bytes
 
 SHAPE_CLASSES: Tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
 GENERATOR_VERSION = 1
@@ -285,19 +286,6 @@ def annotation_xml(
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    d = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _iter_jobs(n_train: int, n_val: int) -> Iterator[Tuple[str, int]]:
     for i in range(n_train):
         yield "train", i
@@ -331,16 +319,16 @@ def write_dataset(
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 92])
         if not ok:
             raise RuntimeError(f"JPEG encoding failed for {iid}")
-        _atomic_write(os.path.join(out, "JPEGImages", iid + ".jpg"), buf.tobytes())
+        atomic_write_bytes(os.path.join(out, "JPEGImages", iid + ".jpg"), buf.tobytes(), fsync=False)
         xml = annotation_xml(iid, img.shape[1], img.shape[0], objects, config.classes)
-        _atomic_write(os.path.join(out, "Annotations", iid + ".xml"), xml.encode("utf-8"))
+        atomic_write_bytes(os.path.join(out, "Annotations", iid + ".xml"), xml.encode("utf-8"), fsync=False)
         ids[split].append(iid)
     for split, lst in ids.items():
         if lst:
-            _atomic_write(
+            atomic_write_bytes(
                 os.path.join(out, "ImageSets", "Main", split + ".txt"), ("\n".join(lst) + "\n").encode()
             )
-    _atomic_write(os.path.join(out, "classes.txt"), ("\n".join(config.classes) + "\n").encode())
+    atomic_write_bytes(os.path.join(out, "classes.txt"), ("\n".join(config.classes) + "\n").encode())
     info = {
         "generator": "yolo_nano.model.synth",
         "version": GENERATOR_VERSION,
@@ -349,7 +337,7 @@ def write_dataset(
         "val": n_val,
         "classes": list(config.classes),
     }
-    _atomic_write(os.path.join(out, "synth.json"), (json.dumps(info, indent=2) + "\n").encode())
+    atomic_write_bytes(os.path.join(out, "synth.json"), (json.dumps(info, indent=2) + "\n").encode())
     return out
 
 

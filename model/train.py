@@ -29,7 +29,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -40,6 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .augment import AugmentConfig, augment, hsv_jitter, mosaic
+from .fileio import atomic_output, atomic_write_bytes
 from .loss import LossConfig, YoloLoss
 from .metadata import ModelMetadata
 from .metrics import METRICS, EvalResult, evaluate
@@ -221,19 +221,6 @@ def validate(
 
 
 # ---------------------------------------------------------------------------------------------- state I/O
-def _atomic_bytes(path: str, data: bytes) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_state(
     path: str, model: nn.Module, ema: ModelEMA, optimizer: torch.optim.Optimizer, info: Dict[str, Any]
 ) -> None:
@@ -259,14 +246,8 @@ def save_state(
         "optim_scalars": json.dumps(scalars),
         "ema_updates": str(ema.updates),
     }
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-state-")
-    os.close(fd)
-    try:
+    with atomic_output(path, suffix=".safetensors") as tmp:
         save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load_state(
@@ -312,7 +293,7 @@ def write_log(path: str, rows: List[Dict[str, Any]]) -> None:
     w.writeheader()
     for r in rows:
         w.writerow({k: r.get(k, "") for k in LOG_FIELDS})
-    _atomic_bytes(path, buf.getvalue().encode())
+    atomic_write_bytes(path, buf.getvalue().encode())
 
 
 def read_log(path: str) -> List[Dict[str, Any]]:
@@ -534,7 +515,9 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
             f"{len(records)} train / {len(val_set)} val images, {iters_per_epoch} it/epoch x {args.epochs} "
             f"epochs, {world} process(es) on {device}"
         )
-        _atomic_bytes(os.path.join(args.out, "args.json"), (json.dumps(vars(args), indent=2) + "\n").encode())
+        atomic_write_bytes(
+            os.path.join(args.out, "args.json"), (json.dumps(vars(args), indent=2) + "\n").encode()
+        )
 
     train_cfg = json.dumps({k: v for k, v in vars(args).items() if k not in ("resume",)}, sort_keys=True)
     result: Dict[str, Any] = {"best_map": best_map, "out": args.out}

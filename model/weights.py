@@ -7,16 +7,14 @@ A weights file carries its own config in the safetensors metadata (string -> str
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
+from .fileio import atomic_output, sha256_file
 from .network import build_model
 
 PathLike = Union[str, os.PathLike]
@@ -26,12 +24,8 @@ class WeightsError(ValueError):
     """A weights file is missing, unreadable, or does not fit the requested network."""
 
 
-def file_sha256(path: PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+#: Hex SHA-256 of a file (kept under this name for callers; the one implementation is in ``fileio``).
+file_sha256 = sha256_file
 
 
 def save_weights(
@@ -60,16 +54,8 @@ def save_weights(
         if dtype is not None and v.is_floating_point():
             v = v.to(dtype)
         state[k] = v
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
+    with atomic_output(path, suffix=".safetensors") as tmp:
         save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def read_config(path: PathLike) -> Dict[str, str]:

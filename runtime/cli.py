@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from yolo_nano.model.fileio import AtomicOutput, atomic_write_bytes
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".mjpg", ".mjpeg")
@@ -75,73 +74,49 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------------------------------- outputs
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _mkstemp(path: Path) -> Tuple[int, str]:
-    """A temp file beside ``path`` with the permissions a plain ``open`` would give (mkstemp uses 0600)."""
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=str(path.parent))
-    os.chmod(tmp, 0o666 & ~_UMASK)
-    return fd, tmp
-
-
-_UMASK = _umask()
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _mkstemp(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _write_image_atomic(path: Path, image: np.ndarray) -> None:
     ext = path.suffix.lower() if path.suffix.lower() in IMAGE_EXTS else ".jpg"
     ok, buf = cv2.imencode(ext, image)
     if not ok:
         raise OSError(f"could not encode {path}")
-    _write_bytes_atomic(path, buf.tobytes())
+    atomic_write_bytes(path, buf.tobytes(), fsync=False)  # one per frame: atomic, not flushed to disk
 
 
 class _Jsonl:
     """``detections.jsonl`` written to a temp file in the output folder, renamed into place on close."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        fd, self.tmp = _mkstemp(path)
-        self.f: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
+        self.out = AtomicOutput(path)
+        try:
+            self.f: IO[str] = open(self.out.tmp, "w", encoding="utf-8")  # noqa: SIM115 - open until close()
+        except BaseException:
+            self.out.discard()
+            raise
 
     def write(self, source: str, frame: int, dets: Any) -> None:
         self.f.write(json.dumps({"source": source, "frame": frame, "detections": dets.to_dicts()}) + "\n")
 
     def close(self) -> None:
         self.f.close()
-        os.replace(self.tmp, self.path)
+        self.out.commit()
 
     def abort(self) -> None:
         self.f.close()
-        os.unlink(self.tmp)
+        self.out.discard()
 
 
 class _VideoOut:
     """An MJPG ``.avi`` written under a temp name and renamed into place on close."""
 
     def __init__(self, path: Path, fps: float, size: Tuple[int, int]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.tmp = path.with_name("." + path.stem + ".tmp.avi")
+        self.out = AtomicOutput(path, suffix=".avi")  # the extension picks OpenCV's AVI container
         fourcc = getattr(cv2, "VideoWriter_fourcc", None) or cv2.VideoWriter.fourcc  # OpenCV 4 / 5 spelling
-        self.writer = cv2.VideoWriter(str(self.tmp), fourcc(*"MJPG"), fps, size)
+        self.writer = cv2.VideoWriter(self.out.tmp, fourcc(*"MJPG"), fps, size)
         if not self.writer.isOpened():
+            self.writer.release()
+            self.out.discard()
             raise OSError(f"cannot write video {path} (OpenCV has no MJPG writer?)")
 
     def write(self, frame: np.ndarray) -> None:
@@ -149,12 +124,11 @@ class _VideoOut:
 
     def close(self) -> None:
         self.writer.release()
-        os.replace(str(self.tmp), str(self.path))
+        self.out.commit()
 
     def abort(self) -> None:
         self.writer.release()
-        if self.tmp.exists():
-            self.tmp.unlink()
+        self.out.discard()
 
 
 # ----------------------------------------------------------------------------------------- sources

@@ -9,12 +9,13 @@ else ``~/.cache/yolo-nano-edge``), keyed by the weights' sha256, written atomica
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import warnings
 from pathlib import Path
 from typing import Optional
+
+from yolo_nano.model.fileio import sha256_file
 
 import yolo_nano
 
@@ -41,14 +42,6 @@ def default_weights_path() -> Path:
     )
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def default_model_path(weights: Optional[str] = None, input_size: Optional[int] = None) -> str:
     """Path of the default ONNX model (YOLO Nano, dynamic batch), exporting it on first use.
 
@@ -62,7 +55,7 @@ def default_model_path(weights: Optional[str] = None, input_size: Optional[int] 
     if weights and not wpath.is_file():
         raise FileNotFoundError(f"weights file not found: {wpath}")
     have_weights = wpath.is_file()
-    key = _sha256(wpath)[:16] if have_weights else RANDOM_KEY
+    key = sha256_file(wpath)[:16] if have_weights else RANDOM_KEY
     stem = wpath.stem if have_weights else "yolo_nano_random"
     if input_size is not None and (int(input_size) <= 0 or int(input_size) % 32):
         raise ValueError(f"input_size must be a positive multiple of 32, got {input_size}")

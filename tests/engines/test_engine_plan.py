@@ -6,7 +6,6 @@ import shlex
 import pytest
 import tiny_onnx
 from yolo_nano.calibration.cache import CacheIdentity, preprocess_hash, write_identity
-from yolo_nano.calibration.files import sha256_file
 from yolo_nano.engines.device import (
     DeviceCapabilities,
     fast_precisions_for,
@@ -22,6 +21,7 @@ from yolo_nano.engines.plan import (
     plan_int8,
     prepare,
 )
+from yolo_nano.model.fileio import sha256_file
 
 XAVIER = DeviceCapabilities(
     "8.5.2.2", "Xavier", "7.2", fast_fp16=True, fast_int8=True, num_dla_cores=2, integrated=True
