@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import glob
 import json
 import os
 import platform
@@ -34,7 +33,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from yolo_nano.model.fileio import sha256_file
+from yolo_nano.model.fileio import IMAGE_EXTENSIONS, list_images, sha256_file
 
 from .clocks import ClockReader, JetsonClocks, summarize_clocks
 from .gates import GateError, evaluate, load_gate
@@ -55,7 +54,6 @@ from .results import append_jsonl, export_csv, format_table
 
 SOURCES = ("synthetic", "images", "video")
 COMPARE_ARCHS = ("yolo-nano", "tiny-yolov2", "tiny-yolov3")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 class UsageError(ValueError):
@@ -141,11 +139,9 @@ class FrameSource:
         if kind == "images":
             if not os.path.isdir(path):
                 raise UsageError(f"--input {path}: not a folder of images")
-            self.files = sorted(
-                p for p in glob.glob(os.path.join(path, "*")) if p.lower().endswith(IMAGE_EXTS)
-            )
+            self.files = list_images(path)
             if not self.files:
-                raise UsageError(f"--input {path}: no images ({', '.join(IMAGE_EXTS)}) in the folder")
+                raise UsageError(f"--input {path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder")
         elif kind == "video":
             if not os.path.isfile(path):
                 raise UsageError(f"--input {path}: video file not found")

@@ -14,10 +14,9 @@ import warnings
 from typing import Iterator, List, Optional
 
 import numpy as np
-from yolo_nano.model.fileio import PathLike
+from yolo_nano.model.fileio import IMAGE_EXTENSIONS, PathLike, is_image_file
 from yolo_nano.model.metadata import ModelMetadata
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 #: NVIDIA suggests about 500 images to calibrate a detector.
 RECOMMENDED_IMAGES = 500
 
@@ -28,10 +27,6 @@ class CalibrationDataError(ValueError):
 
 class FewCalibrationImagesWarning(UserWarning):
     """Fewer calibration images than recommended: INT8 ranges may not cover real inputs."""
-
-
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def _voc_jpeg_dir(list_file: str) -> Optional[str]:
@@ -55,7 +50,7 @@ def _from_folder(folder: str) -> List[str]:
     found = []
     for root, dirs, files in os.walk(folder):
         dirs.sort()
-        found += [os.path.join(root, f) for f in sorted(files) if _is_image(f)]
+        found += [os.path.join(root, f) for f in sorted(files) if is_image_file(f)]
     return found
 
 
@@ -72,7 +67,7 @@ def _from_list(list_file: str) -> List[str]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        if _is_image(line):  # a path (may contain spaces), relative to the list file's folder
+        if is_image_file(line):  # a path (may contain spaces), relative to the list file's folder
             paths.append(line if os.path.isabs(line) else os.path.join(base, line))
             continue
         token = line.split()[0]  # VOC ImageSets: "000005" or "000005  1" (class lists); -1 rows are negatives

@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import tempfile
-from typing import Any, Optional, Tuple, Type, Union
+from typing import Any, List, Optional, Tuple, Type, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -178,3 +178,22 @@ def sha256_file(path: PathLike) -> str:
 def sha256_json(obj: Any) -> str:
     """Hex SHA-256 of the canonical JSON of ``obj`` (sorted keys, no spaces): a stable content hash."""
     return sha256_bytes(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+
+
+# Image files every reader of folders accepts (what OpenCV's imread decodes in every build we support).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+
+
+def is_image_file(name: PathLike) -> bool:
+    """Whether ``name`` has one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
+    return os.fspath(name).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def list_images(folder: PathLike) -> List[str]:
+    """Sorted paths of the image files directly in ``folder`` (not recursive)."""
+    folder = os.fspath(folder)
+    return sorted(
+        os.path.join(folder, n)
+        for n in os.listdir(folder)
+        if is_image_file(n) and os.path.isfile(os.path.join(folder, n))
+    )

@@ -27,9 +27,8 @@ from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-from yolo_nano.model.fileio import AtomicOutput, atomic_write_bytes
+from yolo_nano.model.fileio import IMAGE_EXTENSIONS, AtomicOutput, atomic_write_bytes, list_images
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".mjpg", ".mjpeg")
 STAGES = ("preprocess", "inference", "postprocess")
 
@@ -75,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------------------------------- outputs
 def _write_image_atomic(path: Path, image: np.ndarray) -> None:
-    ext = path.suffix.lower() if path.suffix.lower() in IMAGE_EXTS else ".jpg"
+    ext = path.suffix.lower() if path.suffix.lower() in IMAGE_EXTENSIONS else ".jpg"
     ok, buf = cv2.imencode(ext, image)
     if not ok:
         raise OSError(f"could not encode {path}")
@@ -142,17 +141,17 @@ def _classify(source: str) -> Tuple[str, Any]:
             f"source not found: {source} (expected an image, a folder, a video file or a camera index)"
         )
     if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+        images = [Path(p) for p in list_images(path)]
         if not images:
-            raise UsageError(f"folder {source} has no images ({', '.join(IMAGE_EXTS)})")
+            raise UsageError(f"folder {source} has no images ({', '.join(IMAGE_EXTENSIONS)})")
         return "folder", images
     ext = path.suffix.lower()
-    if ext in IMAGE_EXTS:
+    if ext in IMAGE_EXTENSIONS:
         return "image", path
     if ext in VIDEO_EXTS:
         return "video", path
     raise UsageError(
-        f"{source}: unknown file type {ext or '(no extension)'}; images: {' '.join(IMAGE_EXTS)}; "
+        f"{source}: unknown file type {ext or '(no extension)'}; images: {' '.join(IMAGE_EXTENSIONS)}; "
         f"videos: {' '.join(VIDEO_EXTS)}"
     )
 
