@@ -871,8 +871,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return run(args)
     except UsageError as e:
-        print(f"nano-bench: error: {str(e).splitlines()[0] if str(e) else e!r}", file=sys.stderr)
-        rest = str(e).splitlines()[1:]
+        lines = str(e).splitlines() or [repr(e)]
+        print(f"nano-bench: error: {lines[0]}", file=sys.stderr)
+        rest = lines[1:]
         if rest:
             print("\n".join(rest), file=sys.stderr)
         return 2

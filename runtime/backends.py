@@ -67,8 +67,9 @@ class OnnxRuntimeBackend:
             raise ModelLoadError(f"model file not found: {path}")
         try:
             self.metadata: ModelMetadata = read_onnx_metadata(path)
-        except MetadataError as e:
-            raise ModelLoadError(f"{path}: {e}") from e
+        except MetadataError as e:  # its message names the file already when the file is unreadable
+            msg = str(e)
+            raise ModelLoadError(msg if msg.startswith(path) else f"{path}: {msg}") from e
         available = ort.get_available_providers()
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")

@@ -192,6 +192,7 @@ def test_bad_input_one_line_exit_2(tiny_onnx, tmp_path, capsys, args, msg):
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("nano-bench: error:") and msg in err[0], err
+    assert err[0][len("nano-bench: error: ") :][0] not in "'\"", err  # the message itself, not its repr
 
 
 def test_gate_pass_and_fail(tiny_onnx, tmp_path, capsys):

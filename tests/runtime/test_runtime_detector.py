@@ -224,8 +224,9 @@ def test_bad_models_give_clear_errors(tmp_path, square_model):
         Detector(str(tmp_path / "missing.onnx"))
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x00garbage" * 50)
-    with pytest.raises(ModelLoadError, match="not a readable ONNX file"):
+    with pytest.raises(ModelLoadError, match="not a readable ONNX file") as err:
         Detector(str(corrupt))
+    assert str(err.value).count(str(corrupt)) == 1  # the file is named once
     no_meta = build_square_model(tmp_path / "nometa.onnx", metadata=False)
     with pytest.raises(ModelLoadError, match="no 'yolo_nano' metadata.*nano-export"):
         Detector(str(no_meta))
