@@ -20,3 +20,10 @@ def test_workflow_gates_exist_and_match_the_power_matrix():
     for b in budgets:
         assert os.path.isfile(os.path.join(REPO, "benchmarks", "gates", f"agx-xavier-{b}.json"))
     assert "\t" not in text  # YAML forbids tabs for indentation
+
+
+def test_workflow_exports_at_the_papers_input_size():
+    """The demo weights record 160 px; the gated benchmark compares with the paper's 416x416 numbers."""
+    with open(WORKFLOW) as f:
+        export = [line for line in f if "nano-export" in line and "-o " in line]
+    assert len(export) == 1 and "--size 416" in export[0]
