@@ -21,7 +21,6 @@ reused only when all of them match; otherwise :func:`decide_cache` says exactly 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import struct
@@ -30,7 +29,13 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from yolo_nano.model.fileio import PathLike, atomic_write_json, atomic_write_text, sha256_json
+from yolo_nano.model.fileio import (
+    PathLike,
+    atomic_write_json,
+    atomic_write_text,
+    read_json_object,
+    sha256_json,
+)
 
 #: Our CLI names -> the names TensorRT writes in the cache header.
 ALGORITHMS: Dict[str, str] = {"entropy": "EntropyCalibration2", "minmax": "MinMaxCalibration"}
@@ -227,13 +232,7 @@ def read_identity(cache_path: PathLike) -> Optional[CacheIdentity]:
     path = sidecar_path(cache_path)
     if not os.path.exists(path):
         return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
-    except (OSError, ValueError) as e:
-        raise CacheFormatError(f"{path}: unreadable calibration cache identity ({e})") from e
-    if not isinstance(d, dict):
-        raise CacheFormatError(f"{path}: calibration cache identity must be a JSON object")
+    d = read_json_object(path, CacheFormatError, "calibration cache identity")
     return CacheIdentity.from_dict(d, source=path)
 
 

@@ -10,13 +10,12 @@ command that rebuilds it.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
-from yolo_nano.model.fileio import PathLike, atomic_write_json
+from yolo_nano.model.fileio import PathLike, atomic_write_json, read_json_object
 from yolo_nano.model.metadata import MetadataError, ModelMetadata
 
 RECORD_FORMAT = 1
@@ -160,13 +159,7 @@ def read_record(engine_path: PathLike) -> EngineIdentity:
             f"{os.fspath(engine_path)} has no identity record {path}: build engines with `nano-build`, "
             "which writes it (the record carries the model metadata the runtime needs)"
         )
-    try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
-    except (OSError, ValueError) as e:
-        raise EngineRecordError(f"{path}: unreadable engine identity record ({e})") from e
-    if not isinstance(d, dict):
-        raise EngineRecordError(f"{path}: engine identity record must be a JSON object")
+    d = read_json_object(path, EngineRecordError, "engine identity record")
     return EngineIdentity.from_dict(d, source=path)
 
 

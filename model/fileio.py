@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import tempfile
-from typing import Any, List, Optional, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -197,3 +197,17 @@ def list_images(folder: PathLike) -> List[str]:
         for n in os.listdir(folder)
         if is_image_file(n) and os.path.isfile(os.path.join(folder, n))
     )
+
+
+def read_json_object(path: PathLike, error: Type[Exception], what: str) -> Dict[str, Any]:
+    """Load a JSON object from ``path``; an unreadable file or a non-object raises ``error`` naming
+    ``what`` the file is (e.g. "engine identity record")."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except (OSError, ValueError) as e:
+        raise error(f"{path}: unreadable {what} ({e})") from e
+    if not isinstance(d, dict):
+        raise error(f"{path}: {what} must be a JSON object")
+    return d

@@ -193,3 +193,23 @@ def test_fileio_is_torch_free():
     code = "import sys, yolo_nano.model.fileio; assert 'torch' not in sys.modules, 'fileio imported torch'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "content,match", [("{not json", "unreadable widget record"), ("[1, 2]", "must be a JSON object")]
+)
+def test_read_json_object_names_the_file_and_what_it_is(tmp_path, content, match):
+    from yolo_nano.model.fileio import read_json_object
+
+    class WidgetError(ValueError):
+        pass
+
+    path = tmp_path / "w.json"
+    path.write_text(content)
+    with pytest.raises(WidgetError, match=match) as err:
+        read_json_object(path, WidgetError, "widget record")
+    assert str(path) in str(err.value)
+    path.write_text('{"a": 1}')
+    assert read_json_object(path, WidgetError, "widget record") == {"a": 1}
+    with pytest.raises(WidgetError, match="unreadable"):
+        read_json_object(tmp_path / "missing.json", WidgetError, "widget record")
