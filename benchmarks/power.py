@@ -78,14 +78,28 @@ class PowerSource:
         return self.name
 
 
-class Ina3221Iio(PowerSource):
-    """JetPack 4 iio layout: power from ``in_power{N}_input`` (mW), else mV * mA."""
-
-    name = "ina3221-iio"
+class _Ina3221(PowerSource):
+    """INA3221 rails found under one of the two sysfs layouts; the board decides which rails sum up."""
 
     def __init__(self, channels: List[Tuple[str, str, str]]) -> None:
         self.channels = channels  # (rail, dir, index)
         _, self.total_rule = board_total({c[0]: 0.0 for c in channels})
+
+    def rail_watts(self, folder: str, index: str) -> float:
+        raise NotImplementedError
+
+    def read(self) -> Reading:
+        rails = {name: self.rail_watts(d, i) for name, d, i in self.channels}
+        return Reading(rails, board_total(rails)[0])
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.total_rule}"
+
+
+class Ina3221Iio(_Ina3221):
+    """JetPack 4 iio layout: power from ``in_power{N}_input`` (mW), else mV * mA."""
+
+    name = "ina3221-iio"
 
     @classmethod
     def find(cls, root: str = "/") -> Optional[Ina3221Iio]:
@@ -99,30 +113,19 @@ class Ina3221Iio(PowerSource):
                 chans.append((name, d, idx))
         return cls(chans) if chans else None
 
-    def read(self) -> Reading:
-        rails: Dict[str, float] = {}
-        for name, d, i in self.channels:
-            p = os.path.join(d, f"in_power{i}_input")
-            if os.path.exists(p):
-                rails[name] = _read_float(p) / 1000.0
-            else:
-                mv = _read_float(os.path.join(d, f"in_voltage{i}_input"))
-                ma = _read_float(os.path.join(d, f"in_current{i}_input"))
-                rails[name] = mv * ma / 1e6
-        return Reading(rails, board_total(rails)[0])
-
-    def describe(self) -> str:
-        return f"{self.name}: {self.total_rule}"
+    def rail_watts(self, folder: str, index: str) -> float:
+        p = os.path.join(folder, f"in_power{index}_input")
+        if os.path.exists(p):
+            return _read_float(p) / 1000.0
+        mv = _read_float(os.path.join(folder, f"in_voltage{index}_input"))
+        ma = _read_float(os.path.join(folder, f"in_current{index}_input"))
+        return mv * ma / 1e6
 
 
-class Ina3221Hwmon(PowerSource):
+class Ina3221Hwmon(_Ina3221):
     """JetPack 5+ hwmon layout: power = ``in{N}_input`` (mV) * ``curr{N}_input`` (mA) / 1e6 W."""
 
     name = "ina3221-hwmon"
-
-    def __init__(self, channels: List[Tuple[str, str, str]]) -> None:
-        self.channels = channels
-        _, self.total_rule = board_total({c[0]: 0.0 for c in channels})
 
     @classmethod
     def find(cls, root: str = "/") -> Optional[Ina3221Hwmon]:
@@ -141,16 +144,10 @@ class Ina3221Hwmon(PowerSource):
                 chans.append((name, d, idx))
         return cls(chans) if chans else None
 
-    def read(self) -> Reading:
-        rails: Dict[str, float] = {}
-        for name, d, i in self.channels:
-            mv = _read_float(os.path.join(d, f"in{i}_input"))
-            ma = _read_float(os.path.join(d, f"curr{i}_input"))
-            rails[name] = mv * ma / 1e6
-        return Reading(rails, board_total(rails)[0])
-
-    def describe(self) -> str:
-        return f"{self.name}: {self.total_rule}"
+    def rail_watts(self, folder: str, index: str) -> float:
+        mv = _read_float(os.path.join(folder, f"in{index}_input"))
+        ma = _read_float(os.path.join(folder, f"curr{index}_input"))
+        return mv * ma / 1e6
 
 
 class Rapl(PowerSource):
