@@ -21,7 +21,8 @@ VENV=.venv38
 if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
   "$PY38" -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e . "numpy<2" pytest hypothesis
+  # JetPack 5.1 ships OpenCV 4.5.4 and numpy 1.x: test against the same major versions.
+  "$VENV/bin/python" -m pip install --quiet -e . "numpy<2" "opencv-python-headless<4.6" pytest hypothesis
   touch "$VENV/.installed"
 fi
 "$VENV/bin/python" -c 'import sys, numpy; print("py38-check: Python", sys.version.split()[0], "numpy", numpy.__version__)'
