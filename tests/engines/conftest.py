@@ -23,27 +23,27 @@ def tiny_onnx_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     return tiny_onnx.save_tiny_model(str(tmp_path_factory.mktemp("model") / "tiny.onnx"))
 
 
-@pytest.fixture(scope="session")
-def qdq_onnx_path(tmp_path_factory: pytest.TempPathFactory, tiny_onnx_path: str, calib_dir: str) -> str:
+def _quantized(
+    tmp_path_factory: pytest.TempPathFactory, src: str, calib_dir: str, target: str, name: str
+) -> str:
     import warnings
 
     from yolo_nano.calibration.quantize import quantize_qdq
 
-    out = str(tmp_path_factory.mktemp("qdq") / "tiny.int8.onnx")
+    out = str(tmp_path_factory.mktemp(f"qdq-{target}") / name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_qdq(tiny_onnx_path, calib_dir, out, target="tensorrt", progress=False)
+        quantize_qdq(src, calib_dir, out, target=target, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def qdq_onnx_path(tmp_path_factory: pytest.TempPathFactory, tiny_onnx_path: str, calib_dir: str) -> str:
+    """The TensorRT-target Q/DQ model (symmetric int8)."""
+    return _quantized(tmp_path_factory, tiny_onnx_path, calib_dir, "tensorrt", "tiny.int8.onnx")
 
 
 @pytest.fixture(scope="session")
 def cpu_qdq_onnx_path(tmp_path_factory: pytest.TempPathFactory, tiny_onnx_path: str, calib_dir: str) -> str:
-    import warnings
-
-    from yolo_nano.calibration.quantize import quantize_qdq
-
-    out = str(tmp_path_factory.mktemp("qdqcpu") / "tiny.cpu.int8.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_qdq(tiny_onnx_path, calib_dir, out, target="cpu", progress=False)
-    return out
+    """The CPU-target Q/DQ model (uint8 activations)."""
+    return _quantized(tmp_path_factory, tiny_onnx_path, calib_dir, "cpu", "tiny.cpu.int8.onnx")
