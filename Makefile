@@ -4,8 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Code that runs on a Jetson (JetPack 5.1: Python 3.8): everything but model/'s torch modules.
-PY38_PATHS := engines calibration runtime benchmarks model/fileio.py model/metadata.py model/preprocess.py model/postprocess.py model/voc.py model/metrics.py model/synth.py
+# Code that runs on a Jetson (JetPack 5.1: Python 3.8): everything but model/ (torch).
+PY38_PATHS := core data jetson engines calibration runtime benchmarks
 
 .PHONY: install bench test lint typecheck py38 clean
 
@@ -23,7 +23,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/vermin -t=3.8- --no-tips --violations --eval-annotations --backport dataclasses $(wildcard $(PY38_PATHS))
+	$(BIN)/vermin -t=3.8- --no-tips --violations --eval-annotations --backport dataclasses $(PY38_PATHS)
 
 # The TensorRT code against the real TensorRT API (tensorrt-stubs, kept outside the venv: see typings/).
 typecheck: $(STAMP)

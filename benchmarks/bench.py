@@ -33,11 +33,10 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from yolo_nano.model.fileio import IMAGE_EXTENSIONS, list_images, sha256_file
 
-from .clocks import ClockReader, JetsonClocks, summarize_clocks
-from .gates import GateError, evaluate, load_gate
-from .nvpmodel import (
+from yolo_nano.core.fileio import IMAGE_EXTENSIONS, list_images, sha256_file
+from yolo_nano.jetson.clocks import ClockReader, JetsonClocks, summarize_clocks
+from yolo_nano.jetson.nvpmodel import (
     ConfError,
     NvpConf,
     NvpModel,
@@ -49,7 +48,9 @@ from .nvpmodel import (
     read_status_file,
     resolve_modes,
 )
-from .power import PowerMonitor, find_power_source
+from yolo_nano.jetson.power import PowerMonitor, find_power_source
+
+from .gates import GateError, evaluate, load_gate
 from .results import append_jsonl, export_csv, format_table
 
 SOURCES = ("synthetic", "images", "video")
@@ -81,7 +82,8 @@ def log(msg: str) -> None:
 def synthetic_frames(n: int = 16, size: Tuple[int, int] = (480, 640), seed: int = 0) -> List[np.ndarray]:
     """``n`` BGR uint8 scenes (H, W, 3) with shapes on textured backgrounds, resized to ``size`` (h, w)."""
     import cv2
-    from yolo_nano.model.synth import generate_sample
+
+    from yolo_nano.data.synth import generate_sample
 
     out = []
     for i in range(n):
@@ -616,8 +618,8 @@ def compare_models() -> List[str]:
         target = os.path.join(str(cache_dir()), f"bench-{arch}-random-416.onnx")
         if not os.path.isfile(target):
             try:
+                from yolo_nano.core.metadata import VOC_CLASSES
                 from yolo_nano.model.export import export_onnx
-                from yolo_nano.model.metadata import VOC_CLASSES
                 from yolo_nano.model.network import build_model
             except ImportError as e:
                 raise UsageError(f"--compare without MODELs exports the three networks and needs PyTorch ({e}); "

@@ -30,8 +30,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-from yolo_nano.model.fileio import atomic_write_text
-from yolo_nano.model.metadata import ModelMetadata
+
+from yolo_nano.core.fileio import atomic_write_text
+from yolo_nano.core.metadata import ModelMetadata
 from yolo_nano.runtime import Detector, batched_nms, decode, default_model_path, preprocess
 
 
@@ -52,7 +53,7 @@ def _sample_image(path: Optional[str]) -> np.ndarray:
         if img is None:
             raise SystemExit(f"bench_detector: cannot read image {path}")
         return img
-    from yolo_nano.model.synth import generate_sample
+    from yolo_nano.data.synth import generate_sample
 
     img, _ = generate_sample(0, "val", 0)
     return cv2.resize(img, (640, 480), interpolation=cv2.INTER_LINEAR)

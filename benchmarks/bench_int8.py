@@ -8,7 +8,7 @@
    batch 1 through ``export_onnx``; without any weights a randomly initialised YOLO Nano (mAP then
    meaningless and reported as such).
 2. Data: ``--data`` (VOC layout with ``train``/``val`` splits), else the synthetic demo set
-   (``yolo_nano.model.synth``) written to a temporary folder: ``--calib`` train images calibrate
+   (``yolo_nano.data.synth``) written to a temporary folder: ``--calib`` train images calibrate
    (through the VOC ``ImageSets`` list, i.e. the one calibration batcher), ``--eval`` val images measure.
 3. ``nano-quantize`` both targets: ``cpu`` (uint8 activations, the CPU model) and ``tensorrt``
    (symmetric int8, the TensorRT input), with the same algorithm and images.
@@ -84,7 +84,7 @@ def fp32_model(args: argparse.Namespace, work: str) -> Tuple[str, str]:
 def demo_data(args: argparse.Namespace, work: str) -> str:
     if args.data:
         return args.data
-    from yolo_nano.model.synth import write_dataset
+    from yolo_nano.data.synth import write_dataset
 
     out = os.path.join(work, "synth")
     log(f"writing the synthetic demo set: {args.calib} train + {args.eval} val images")
@@ -166,12 +166,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     warnings.simplefilter("ignore")
 
     import onnxruntime
+
     from yolo_nano.benchmarks.evaluate import run_model
     from yolo_nano.calibration.quantize import quantize_qdq
-    from yolo_nano.model.metadata import read_onnx_metadata
-    from yolo_nano.model.metrics import evaluate
-    from yolo_nano.model.preprocess import preprocess
-    from yolo_nano.model.voc import load_split, read_class_names, read_image
+    from yolo_nano.core.metadata import read_onnx_metadata
+    from yolo_nano.core.preprocess import preprocess
+    from yolo_nano.data.metrics import evaluate
+    from yolo_nano.data.voc import load_split, read_class_names, read_image
     from yolo_nano.runtime import Detector
     from yolo_nano.runtime.backends import OnnxRuntimeBackend
 
@@ -288,7 +289,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             f"mAP@0.5 FP32 {res['map50_voc07']['fp32']:.2f} -> INT8 {res['map50_voc07']['int8-cpu']:.2f} ({d:+.2f} points; goal >= -1)"
         )
     if args.json:
-        from yolo_nano.model.fileio import atomic_write_json
+        from yolo_nano.core.fileio import atomic_write_json
 
         atomic_write_json(args.json, res)
     return 0

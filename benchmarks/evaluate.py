@@ -2,7 +2,7 @@
 
 Run a model (ONNX FP32, Q/DQ INT8 ONNX, TensorRT engine, or PyTorch ``.safetensors`` weights) through
 :class:`yolo_nano.runtime.Detector` at a low confidence threshold (0.001) over every image of a split
-and score it with :mod:`yolo_nano.model.metrics`::
+and score it with :mod:`yolo_nano.data.metrics`::
 
     nano-eval --model model.onnx --data VOCdevkit/VOC2007 --split test [--metric voc07|voc12|coco] [--json]
 
@@ -28,9 +28,10 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from yolo_nano.model.fileio import atomic_write_text
-from yolo_nano.model.metrics import METRICS, EvalResult, ImageDetections, evaluate, format_table
-from yolo_nano.model.voc import VOCError, VOCSet, load_split, read_class_names, read_image, read_names_file
+
+from yolo_nano.core.fileio import atomic_write_text
+from yolo_nano.data.metrics import METRICS, EvalResult, ImageDetections, evaluate, format_table
+from yolo_nano.data.voc import VOCError, VOCSet, load_split, read_class_names, read_image, read_names_file
 
 BACKENDS = ("auto", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt", "torch")
 

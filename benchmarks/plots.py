@@ -6,7 +6,8 @@ import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import matplotlib
-from yolo_nano.model.fileio import atomic_output
+
+from yolo_nano.core.fileio import atomic_output
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -15,7 +15,7 @@ import math
 import os
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
-from yolo_nano.model.fileio import atomic_write_text
+from yolo_nano.core.fileio import atomic_write_text
 
 try:
     import fcntl

@@ -1,5 +1,5 @@
 """The one calibration batcher: images from a folder, a list file or VOC ImageSets, preprocessed by the
-runtime's own :func:`yolo_nano.model.preprocess.preprocess` (letterbox, channel order, scale, NCHW).
+runtime's own :func:`yolo_nano.core.preprocess.preprocess` (letterbox, channel order, scale, NCHW).
 
 Calibrating through a copy of the preprocessing is the most common cause of collapsed INT8 accuracy
 in public TensorRT YOLO projects (stretch instead of letterbox, a missing /255), so there is no copy:
@@ -14,8 +14,9 @@ import warnings
 from typing import Iterator, List, Optional
 
 import numpy as np
-from yolo_nano.model.fileio import IMAGE_EXTENSIONS, PathLike, is_image_file
-from yolo_nano.model.metadata import ModelMetadata
+
+from yolo_nano.core.fileio import IMAGE_EXTENSIONS, PathLike, is_image_file
+from yolo_nano.core.metadata import ModelMetadata
 
 #: NVIDIA suggests about 500 images to calibrate a detector.
 RECOMMENDED_IMAGES = 500
@@ -123,7 +124,7 @@ def subsample(paths: List[str], max_images: Optional[int]) -> List[str]:
 class CalibrationBatcher:
     """Iterate float32 batches ``(batch_size, 3, H, W)`` of preprocessed calibration images.
 
-    ``meta`` defines the preprocessing (through :func:`yolo_nano.model.preprocess.preprocess`). A last
+    ``meta`` defines the preprocessing (through :func:`yolo_nano.core.preprocess.preprocess`). A last
     partial batch is dropped (TensorRT calibrates with a fixed batch); unreadable images are skipped
     with a warning. ``len(batcher)`` is the number of full batches. Warns
     (:class:`FewCalibrationImagesWarning`) below :data:`RECOMMENDED_IMAGES` images.
@@ -168,7 +169,8 @@ class CalibrationBatcher:
     def __iter__(self) -> Iterator[np.ndarray]:
         import cv2
         from tqdm import tqdm
-        from yolo_nano.model.preprocess import preprocess
+
+        from yolo_nano.core.preprocess import preprocess
 
         self.skipped = []
         pending: List[np.ndarray] = []

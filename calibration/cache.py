@@ -29,7 +29,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from yolo_nano.model.fileio import (
+from yolo_nano.core.fileio import (
     PathLike,
     atomic_write_json,
     atomic_write_text,

@@ -13,7 +13,8 @@ import sys
 from typing import Any, List, Optional
 
 import numpy as np
-from yolo_nano.model.fileio import atomic_write_bytes
+
+from yolo_nano.core.fileio import atomic_write_bytes
 
 from .batcher import CalibrationBatcher
 from .cache import ALGORITHMS, CacheIdentity, CalibrationCache, write_identity

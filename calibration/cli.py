@@ -13,7 +13,7 @@ import sys
 import warnings
 from typing import List, Optional
 
-from yolo_nano.model.metadata import MetadataError
+from yolo_nano.core.metadata import MetadataError
 
 from .batcher import CalibrationDataError
 from .cache import CacheFormatError, read_cache, read_identity, summarize

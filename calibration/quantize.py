@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
-from yolo_nano.model.fileio import PathLike, atomic_write_bytes
-from yolo_nano.model.metadata import MetadataError, ModelMetadata, read_onnx_metadata, write_onnx_metadata
+
+from yolo_nano.core.fileio import PathLike, atomic_write_bytes
+from yolo_nano.core.metadata import MetadataError, ModelMetadata, read_onnx_metadata, write_onnx_metadata
 
 from .batcher import CalibrationBatcher
 

@@ -15,7 +15,7 @@ import time
 from typing import Any, Callable, List, Optional
 
 from yolo_nano.calibration.batcher import CalibrationBatcher
-from yolo_nano.model.fileio import atomic_write_bytes, sha256_bytes, sha256_file
+from yolo_nano.core.fileio import atomic_write_bytes, sha256_bytes, sha256_file
 
 from .device import (
     GpuInfo,

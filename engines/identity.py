@@ -15,8 +15,8 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
-from yolo_nano.model.fileio import PathLike, atomic_write_json, read_json_object
-from yolo_nano.model.metadata import MetadataError, ModelMetadata
+from yolo_nano.core.fileio import PathLike, atomic_write_json, read_json_object
+from yolo_nano.core.metadata import MetadataError, ModelMetadata
 
 RECORD_FORMAT = 1
 RECORD_SUFFIX = ".json"

@@ -21,8 +21,8 @@ from yolo_nano.calibration.cache import (
     read_identity,
 )
 from yolo_nano.calibration.quantize import is_qdq_model, tensorrt_qdq_problems
-from yolo_nano.model.fileio import sha256_file
-from yolo_nano.model.metadata import MetadataError, ModelMetadata, read_onnx_metadata
+from yolo_nano.core.fileio import sha256_file
+from yolo_nano.core.metadata import MetadataError, ModelMetadata, read_onnx_metadata
 
 from .device import DeviceCapabilities
 

@@ -14,7 +14,8 @@ import threading
 from typing import Any, Dict, List, Optional
 
 import numpy as np
-from yolo_nano.model.metadata import ModelMetadata
+
+from yolo_nano.core.metadata import ModelMetadata
 
 from .device import PrimaryContext, import_tensorrt, query_gpu
 from .identity import EngineIdentity, EngineMismatchError, check_compatible, read_record

@@ -1,7 +1,7 @@
 """The baselines of the paper's Table 1, Tiny YOLOv2 (VOC) and Tiny YOLOv3, as darknet defines them.
 
 Both use Conv-BN-LeakyReLU(0.1) and max pooling, and export the same raw-head convention as YOLO Nano
-(see :mod:`yolo_nano.model.metadata`), so the runtime decodes all three from metadata alone:
+(see :mod:`yolo_nano.core.metadata`), so the runtime decodes all three from metadata alone:
 
 * Tiny YOLOv2: one head at stride 32, 5 anchors (darknet's VOC anchors, converted to pixels), softmax classes.
 * Tiny YOLOv3: two heads at strides 32 and 16, 3 anchors each, sigmoid classes.

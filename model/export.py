@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .fileio import atomic_write_bytes, sha256_file
-from .metadata import INPUT_NAME, ModelMetadata, write_onnx_metadata
+from yolo_nano.core.fileio import atomic_write_bytes, sha256_file
+from yolo_nano.core.metadata import INPUT_NAME, ModelMetadata, write_onnx_metadata
+
 from .network import ARCHS, build_model
 from .weights import WeightsError, load_model, read_config
 

@@ -1,7 +1,7 @@
 """YOLOv3-style detection loss for raw multi-scale heads (PyTorch).
 
 Heads are the network's raw outputs, (N, A*(5+C), S_h, S_w) each, in the order of
-``ModelMetadata.heads`` (largest stride first), decoded as in :mod:`yolo_nano.model.metadata`.
+``ModelMetadata.heads`` (largest stride first), decoded as in :mod:`yolo_nano.core.metadata`.
 
 Targets: float tensor (M, 6) ``[image_index, class_id, cx, cy, w, h]`` in network-input pixels.
 
@@ -31,7 +31,7 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .metadata import ModelMetadata
+from yolo_nano.core.metadata import ModelMetadata
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from yolo_nano.core.metadata import VOC_CLASSES, HeadSpec, ModelMetadata
+
 from .blocks import EP, FCA, PEP, ConvBNAct
-from .metadata import VOC_CLASSES, HeadSpec, ModelMetadata
 
 ARCHS = ("yolo-nano", "tiny-yolov2", "tiny-yolov3")
 

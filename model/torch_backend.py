@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .metadata import ModelMetadata
+from yolo_nano.core.metadata import ModelMetadata
 
 
 class TorchBackend:

@@ -2,13 +2,13 @@
 
     nano-train --data DIR [--arch yolo-nano] [--size 416] [--epochs 100] [--batch 16] [--resume]
 
-What it does, in order: reads the train and val splits (:mod:`yolo_nano.model.voc`, problems counted
+What it does, in order: reads the train and val splits (:mod:`yolo_nano.data.voc`, problems counted
 and printed), checks every training image decodes, builds the network, and trains with the YOLOv3 loss
 (:mod:`yolo_nano.model.loss`), AdamW or SGD, linear warm-up then cosine decay (per iteration), an EMA
 copy of the weights, mixed precision on CUDA, and DDP when launched by ``torchrun`` (NCCL on CUDA, gloo
 on CPU). Every ``--eval-interval`` epochs the EMA weights are scored on the val split with the same
-preprocessing and decoding as the runtime (:mod:`yolo_nano.model.preprocess`,
-:mod:`yolo_nano.model.postprocess`) at confidence 0.001 (VOC07 mAP@0.5 unless ``--metric``).
+preprocessing and decoding as the runtime (:mod:`yolo_nano.core.preprocess`,
+:mod:`yolo_nano.core.postprocess`) at confidence 0.001 (VOC07 mAP@0.5 unless ``--metric``).
 
 Outputs under ``--out`` (default ``runs/train``), each written atomically:
 
@@ -38,15 +38,16 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .augment import AugmentConfig, augment, hsv_jitter, mosaic
-from .fileio import atomic_output, atomic_write_bytes
+from yolo_nano.core.fileio import atomic_output, atomic_write_bytes
+from yolo_nano.core.metadata import ModelMetadata
+from yolo_nano.core.postprocess import batched_nms, decode, scale_boxes
+from yolo_nano.core.preprocess import normalize_into, preprocess
+from yolo_nano.data.augment import AugmentConfig, augment, hsv_jitter, mosaic
+from yolo_nano.data.metrics import METRICS, EvalResult, evaluate
+from yolo_nano.data.voc import VOCError, VOCRecord, VOCSet, load_split, read_image, read_names_file
+
 from .loss import LossConfig, YoloLoss
-from .metadata import ModelMetadata
-from .metrics import METRICS, EvalResult, evaluate
 from .network import ARCHS, build_model
-from .postprocess import batched_nms, decode, scale_boxes
-from .preprocess import normalize_into, preprocess
-from .voc import VOCError, VOCRecord, VOCSet, load_split, read_image, read_names_file
 from .weights import WeightsError, save_weights
 
 LOG_FIELDS = ("epoch", "iterations", "lr", "box", "obj", "cls", "total", "img_per_s", "seconds", "val_map")
@@ -442,7 +443,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         for name, s in (("train", train_set), ("val", val_set)):
             if s.report.summary():
                 print(
-                    f"[{name}] data problems (skipped or clipped, see yolo_nano.model.voc):\n{s.report.summary()}"
+                    f"[{name}] data problems (skipped or clipped, see yolo_nano.data.voc):\n{s.report.summary()}"
                 )
     if not args.no_check_images:
         records, bad = check_images(records, progress=show)

@@ -14,7 +14,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .fileio import atomic_output, sha256_file
+from yolo_nano.core.fileio import atomic_output, sha256_file
+
 from .network import build_model
 
 PathLike = Union[str, os.PathLike]

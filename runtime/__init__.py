@@ -6,13 +6,13 @@
     for box, score, class_id, label in dets: ...
 
 The building blocks (``letterbox``, ``preprocess``, ``decode``, ``nms``, ``batched_nms``, ``scale_boxes``)
-live in ``yolo_nano.model.preprocess``/``postprocess`` (torch-free) and are re-exported here.
+live in ``yolo_nano.core.preprocess``/``postprocess`` (torch-free) and are re-exported here.
 """
 
 from __future__ import annotations
 
-from yolo_nano.model.postprocess import batched_nms, box_iou, decode, nms, scale_boxes
-from yolo_nano.model.preprocess import (
+from yolo_nano.core.postprocess import batched_nms, box_iou, decode, nms, scale_boxes
+from yolo_nano.core.preprocess import (
     InvalidImageError,
     LetterboxInfo,
     ensure_bgr_uint8,

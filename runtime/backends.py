@@ -2,7 +2,7 @@
 
 A backend is any object with
 
-* ``metadata``: :class:`~yolo_nano.model.metadata.ModelMetadata` read from the model itself,
+* ``metadata``: :class:`~yolo_nano.core.metadata.ModelMetadata` read from the model itself,
 * ``name``: ``str``, e.g. ``"onnxruntime-cpu"``, ``"onnxruntime-cuda"``, ``"tensorrt"``, ``"torch"``,
 * ``batch_size``: ``Optional[int]``, the fixed batch the model takes, ``None`` when dynamic,
 * ``infer(batch) -> List[np.ndarray]``: ``batch`` float32 (N, 3, H, W) preprocessed input; returns the
@@ -19,7 +19,8 @@ import os
 from typing import Any, List, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
-from yolo_nano.model.metadata import MetadataError, ModelMetadata, read_onnx_metadata
+
+from yolo_nano.core.metadata import MetadataError, ModelMetadata, read_onnx_metadata
 
 BACKEND_CHOICES = ("auto", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")
 

@@ -27,7 +27,8 @@ from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-from yolo_nano.model.fileio import IMAGE_EXTENSIONS, AtomicOutput, atomic_write_bytes, list_images
+
+from yolo_nano.core.fileio import IMAGE_EXTENSIONS, AtomicOutput, atomic_write_bytes, list_images
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".mjpg", ".mjpeg")
 STAGES = ("preprocess", "inference", "postprocess")
@@ -371,7 +372,7 @@ def _summary(stats: _Stats, wall: float, det: Any, out: Path, no_save: bool) -> 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``nano-detect``; returns the exit status."""
-    from yolo_nano.model.metadata import MetadataError
+    from yolo_nano.core.metadata import MetadataError
 
     from .backends import BackendUnavailableError, ModelLoadError
     from .default_model import DefaultModelError

@@ -15,9 +15,8 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-from yolo_nano.model.fileio import sha256_file
-
 import yolo_nano
+from yolo_nano.core.fileio import sha256_file
 
 WEIGHTS_NAME = "yolo_nano_synth.safetensors"
 RANDOM_KEY = "random-init-seed0"

@@ -13,9 +13,10 @@ import time
 from typing import Any, List, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
-from yolo_nano.model.metadata import ModelMetadata
-from yolo_nano.model.postprocess import batched_nms, decode, nms, scale_boxes
-from yolo_nano.model.preprocess import InvalidImageError, LetterboxInfo, preprocess
+
+from yolo_nano.core.metadata import ModelMetadata
+from yolo_nano.core.postprocess import batched_nms, decode, nms, scale_boxes
+from yolo_nano.core.preprocess import InvalidImageError, LetterboxInfo, preprocess
 
 from .backends import BACKEND_CHOICES, is_backend, open_backend
 from .detections import Detections

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+
 from yolo_nano.model.flops import count_model
 from yolo_nano.model.network import EXPANSION, YoloNano
 

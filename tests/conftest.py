@@ -1,8 +1,11 @@
-"""Shared fixtures. Tests that need torch skip with a reason where the train extra is not installed."""
+"""Shared fixtures (testsupport.fixtures_plugin). Tests marked ``torch`` skip with a reason where the
+train extra is not installed."""
 
 from __future__ import annotations
 
 import pytest
+
+pytest_plugins = ["testsupport.fixtures_plugin"]
 
 
 def pytest_collection_modifyitems(config, items):  # noqa: ANN001

@@ -1,13 +1,8 @@
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-import tiny_onnx  # noqa: E402
+from testsupport import tiny_onnx
 
 
 @pytest.fixture(scope="session")

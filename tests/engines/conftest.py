@@ -1,14 +1,8 @@
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 
-# The tiny test model lives with the calibration tests; share it rather than copy it.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "calibration"))
-
-import tiny_onnx  # noqa: E402
+from testsupport import tiny_onnx
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,8 @@ torch = pytest.importorskip("torch", reason="PyTorch is not installed (train ext
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from yolo_nano.core.metadata import MetadataError, ModelMetadata, read_onnx_metadata  # noqa: E402
 from yolo_nano.model.export import export_onnx, onnx_parity  # noqa: E402
-from yolo_nano.model.metadata import MetadataError, ModelMetadata, read_onnx_metadata  # noqa: E402
 from yolo_nano.model.network import build_model  # noqa: E402
 from yolo_nano.model.weights import WeightsError, load_model, save_weights  # noqa: E402
 
