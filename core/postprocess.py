@@ -17,14 +17,17 @@ Boxes are float32 (K, 4) ``x1, y1, x2, y2`` in pixels. Python 3.8 compatible.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .detections import Detections
 from .metadata import ModelMetadata
 from .preprocess import LetterboxInfo
 
-Detections = Tuple[np.ndarray, np.ndarray, np.ndarray]
+# One image's candidates: boxes float32 (K, 4) xyxy, scores float32 (K,), class ids int64 (K,).
+Candidates = Tuple[np.ndarray, np.ndarray, np.ndarray]
 
 # Prefilter margin on the objectness logit: float32 sigmoid near the threshold may round either way, so
 # candidates within this margin are decoded and the exact ``score > conf`` test decides.
@@ -36,13 +39,13 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _empty() -> Detections:
+def _empty() -> Candidates:
     return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64)
 
 
 def decode(
     outputs: Sequence[np.ndarray], meta: ModelMetadata, conf_threshold: float = 0.25
-) -> List[Detections]:
+) -> List[Candidates]:
     """Decode raw heads into per-image candidate detections above ``conf_threshold``.
 
     ``outputs``: one float array (N, A * (5 + C), S_h, S_w) per head in ``meta.heads`` order (channel
@@ -69,7 +72,7 @@ def decode(
         logit_thr = math.log(conf / (1.0 - conf)) - _LOGIT_MARGIN
     softmax = meta.class_activation == "softmax"
     n_images = outputs[0].shape[0]
-    per_image: List[List[Detections]] = [[] for _ in range(n_images)]
+    per_image: List[List[Candidates]] = [[] for _ in range(n_images)]
 
     for out, head in zip(outputs, meta.heads):
         na = head.num_anchors
@@ -111,7 +114,7 @@ def decode(
             boxes = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1).astype(np.float32)
             per_image[i].append((boxes, scores, cls.astype(np.int64)))
 
-    results: List[Detections] = []
+    results: List[Candidates] = []
     for parts in per_image:
         if not parts:
             results.append(_empty())
@@ -248,3 +251,52 @@ def scale_boxes(boxes: np.ndarray, info: LetterboxInfo) -> np.ndarray:
     out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, w0)
     out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, h0)
     return out
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """How raw heads become detections (the Detector's settings).
+
+    ``conf_threshold``: keep ``score > conf_threshold``; ``iou_threshold``: NMS drops a box whose IoU
+    with a kept box of the same class (any class when ``class_agnostic``) is > it; ``max_detections``:
+    at most this many per image, highest scores first; ``classes``: int64 class ids to keep (None: all).
+    """
+
+    conf_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    max_detections: int = 100
+    class_agnostic: bool = False
+    classes: Optional[np.ndarray] = None
+
+
+def detections_from_heads(
+    outputs: Sequence[np.ndarray],
+    infos: Sequence[LetterboxInfo],
+    meta: ModelMetadata,
+    config: PostprocessConfig,
+) -> List[Detections]:
+    """Raw heads (N, A*(5+C), S, S) of N images + their letterbox infos -> one :class:`Detections` each:
+    decode (fused with the threshold) -> class filter -> NMS -> boxes in original-image pixels.
+
+    The numpy reference of the whole post-process: the Detector's CPU path, training validation and
+    the oracle the CUDA pipeline is compared with.
+    """
+    results = []
+    for (boxes, scores, cls), info in zip(decode(outputs, meta, config.conf_threshold), infos):
+        if config.classes is not None and cls.size:
+            m = np.isin(cls, config.classes)
+            boxes, scores, cls = boxes[m], scores[m], cls[m]
+        if config.class_agnostic:
+            keep = nms(boxes, scores, config.iou_threshold, max_output=config.max_detections)
+        else:
+            keep = batched_nms(boxes, scores, cls, config.iou_threshold, max_output=config.max_detections)
+        results.append(
+            Detections(
+                boxes=scale_boxes(boxes[keep], info),
+                scores=scores[keep].astype(np.float32),
+                class_ids=cls[keep].astype(np.int64),
+                class_names=meta.class_names,
+                image_shape=info.original_shape,
+            )
+        )
+    return results

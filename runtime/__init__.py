@@ -11,6 +11,7 @@ live in ``yolo_nano.core.preprocess``/``postprocess`` (torch-free) and are re-ex
 
 from __future__ import annotations
 
+from yolo_nano.core.detections import Detection, Detections
 from yolo_nano.core.postprocess import batched_nms, box_iou, decode, nms, scale_boxes
 from yolo_nano.core.preprocess import (
     InvalidImageError,
@@ -23,7 +24,6 @@ from yolo_nano.core.preprocess import (
 from . import backends
 from .backends import Backend, BackendUnavailableError, ModelLoadError, OnnxRuntimeBackend, open_backend
 from .default_model import DefaultModelError, default_model_path
-from .detections import Detection, Detections
 from .detector import Detector
 
 __all__ = [

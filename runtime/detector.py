@@ -14,12 +14,12 @@ from typing import Any, List, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
+from yolo_nano.core.detections import Detections
 from yolo_nano.core.metadata import ModelMetadata
-from yolo_nano.core.postprocess import batched_nms, decode, nms, scale_boxes
+from yolo_nano.core.postprocess import PostprocessConfig, detections_from_heads
 from yolo_nano.core.preprocess import InvalidImageError, LetterboxInfo, preprocess
 
 from .backends import BACKEND_CHOICES, is_backend, open_backend
-from .detections import Detections
 
 
 class Detector:
@@ -165,22 +165,7 @@ class Detector:
 
     def postprocess(self, outputs: Sequence[np.ndarray], infos: Sequence[LetterboxInfo]) -> List[Detections]:
         """Raw heads (N, A*(5+C), S, S) of N images + their letterbox infos -> one :class:`Detections` each."""
-        results = []
-        for (boxes, scores, cls), info in zip(decode(outputs, self.metadata, self.conf_threshold), infos):
-            if self.classes is not None and cls.size:
-                m = np.isin(cls, self.classes)
-                boxes, scores, cls = boxes[m], scores[m], cls[m]
-            if self.class_agnostic:
-                keep = nms(boxes, scores, self.iou_threshold, max_output=self.max_detections)
-            else:
-                keep = batched_nms(boxes, scores, cls, self.iou_threshold, max_output=self.max_detections)
-            results.append(
-                Detections(
-                    boxes=scale_boxes(boxes[keep], info),
-                    scores=scores[keep].astype(np.float32),
-                    class_ids=cls[keep].astype(np.int64),
-                    class_names=self.metadata.class_names,
-                    image_shape=info.original_shape,
-                )
-            )
-        return results
+        config = PostprocessConfig(
+            self.conf_threshold, self.iou_threshold, self.max_detections, self.class_agnostic, self.classes
+        )
+        return detections_from_heads(outputs, infos, self.metadata, config)
