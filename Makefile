@@ -23,6 +23,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	scripts/check-imports.sh
 	$(BIN)/vermin -t=3.8- --no-tips --violations --eval-annotations --backport dataclasses $(PY38_PATHS)
 
 # The TensorRT code against the real TensorRT API (tensorrt-stubs, kept outside the venv: see typings/).

@@ -14,8 +14,13 @@ if [ -z "$PY38" ]; then
   done
 fi
 if [ -z "$PY38" ]; then
-  echo "py38-check: no Python 3.8 found (set PYTHON38=/path/to/python3.8); cannot check JetPack 5.1 compatibility" >&2
-  exit 1
+  # CI must check what a JetPack 5.1 board runs; a developer without a python3.8 gets one line and goes on.
+  if [ "${CI:-}" = "true" ]; then
+    echo "py38-check: no Python 3.8 found (set PYTHON38=/path/to/python3.8); CI=true requires the JetPack 5.1 suite" >&2
+    exit 1
+  fi
+  echo "py38-check: SKIPPED: no python3.8 here, so the JetPack 5.1 (Python 3.8, numpy 1.x) suite did not run; set PYTHON38=/path/to/python3.8 to run it"
+  exit 0
 fi
 VENV=.venv38
 if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
