@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Optional
 
 import yolo_nano
-from yolo_nano.core.fileio import sha256_file
+from yolo_nano.core.fileio import atomic_write_text, sha256_file
+from yolo_nano.core.metadata import MetadataError, read_onnx_metadata
 
 WEIGHTS_NAME = "yolo_nano_synth.safetensors"
 RANDOM_KEY = "random-init-seed0"
@@ -68,9 +69,48 @@ def default_model_path(weights: Optional[str] = None, input_size: Optional[int] 
             stacklevel=2,
         )
     if target.is_file():
-        return str(target)
-    _export(wpath if have_weights else None, target, input_size)
+        problem = _cached_problem(target)
+        if problem is None:
+            return str(target)
+        warnings.warn(
+            f"the cached default model {target} is unusable ({problem}); exporting it again", stacklevel=2
+        )
+        try:
+            _export(wpath if have_weights else None, target, input_size)
+        except DefaultModelError as e:
+            raise DefaultModelError(
+                f"the cached default model {target} is unusable ({problem}) and cannot be exported again here: "
+                f"{e}. Delete {target} and run again where PyTorch is installed, or pass a model with -m"
+            ) from e
+    else:
+        _export(wpath if have_weights else None, target, input_size)
+    atomic_write_text(_hash_path(target), sha256_file(target) + "\n")
     return str(target)
+
+
+def _hash_path(target: Path) -> Path:
+    return target.with_name(target.name + ".sha256")
+
+
+def _cached_problem(target: Path) -> Optional[str]:
+    """Why the cached export cannot be used (``None``: it can): its recorded sha256 no longer matches
+    (truncated, overwritten), or, for a cache from before the hash was recorded, its metadata is unreadable."""
+    try:
+        recorded = _hash_path(target).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        recorded = ""
+    if recorded:
+        return (
+            None
+            if sha256_file(target) == recorded
+            else "its sha256 does not match the one recorded at export"
+        )
+    try:
+        read_onnx_metadata(str(target))
+    except MetadataError as e:
+        return str(e)
+    atomic_write_text(_hash_path(target), sha256_file(target) + "\n")
+    return None
 
 
 def _export(weights: Optional[Path], target: Path, input_size: Optional[int]) -> None:

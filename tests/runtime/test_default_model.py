@@ -209,3 +209,34 @@ def test_every_architecture_runs_from_its_metadata_alone(arch, cache, tmp_path):
         assert np.all(d.boxes[:, 2] <= im.shape[1]) and np.all(d.boxes[:, 3] <= im.shape[0])
         single = det(im)
         np.testing.assert_allclose(single.scores, d.scores, rtol=1e-5)
+
+
+def test_corrupt_cached_model_is_exported_again(default_onnx, tmp_path, monkeypatch):
+    """A truncated cache file is noticed (its recorded sha256) and replaced, with a warning."""
+    import shutil
+
+    from yolo_nano.runtime import default_model as dm
+
+    monkeypatch.setenv("YOLO_NANO_CACHE", str(tmp_path))
+    target = tmp_path / Path(default_onnx).name
+    shutil.copy(default_onnx, target)
+    shutil.copy(default_onnx + ".sha256", str(target) + ".sha256")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert default_model_path() == str(target)  # intact: used as is
+    target.write_bytes(target.read_bytes()[:1000])
+    with pytest.warns(UserWarning, match="unusable"):
+        assert default_model_path() == str(target)
+    assert target.read_bytes() == Path(default_onnx).read_bytes()
+
+    # Where it cannot be exported again (no PyTorch), the error names the file and says to delete it.
+    target.write_bytes(b"garbage")
+
+    def no_torch(*a, **k):
+        raise dm.DefaultModelError("exporting it needs PyTorch")
+
+    monkeypatch.setattr(dm, "_export", no_torch)
+    with pytest.raises(dm.DefaultModelError, match=r"Delete .*\.onnx"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            default_model_path()
