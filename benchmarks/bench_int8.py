@@ -1,8 +1,9 @@
-"""Q/DQ INT8 against FP32 YOLO Nano in ONNX Runtime on this CPU, side by side in one run.
+"""Q/DQ INT8 against FP32 YOLO Nano in ONNX Runtime on this CPU, every INT8 scheme side by side in one run.
 
     python benchmarks/bench_int8.py [--weights W.safetensors | --onnx M.onnx] [--data VOCDIR] [--size 416]
                                     [--calib 300] [--eval 200] [--algo percentile] [--repeat 40]
-                                    [--threads 1] [--json out.json]
+                                    [--variants u8s8,u8s8-reduce-range,u8u8,tensorrt] [--threads 1]
+                                    [--save-models DIR | --models DIR] [--no-timing] [--json out.json]
 
 1. The FP32 model: ``--onnx``, or ``--weights`` (or the shipped demo weights) exported at ``--size`` with
    batch 1 through ``export_onnx``; without any weights a randomly initialised YOLO Nano (mAP then
@@ -10,13 +11,19 @@
 2. Data: ``--data`` (VOC layout with ``train``/``val`` splits), else the synthetic demo set
    (``yolo_nano.data.synth``) written to a temporary folder: ``--calib`` train images calibrate
    (through the VOC ``ImageSets`` list, i.e. the one calibration batcher), ``--eval`` val images measure.
-3. ``nano-quantize`` both targets: ``cpu`` (uint8 activations, the CPU model) and ``tensorrt``
-   (symmetric int8, the TensorRT input), with the same algorithm and images.
-4. Speed: batch-1 ``session.run`` on the same preprocessed val images, FP32 and INT8 interleaved call by
+3. ``quantize_qdq`` once per variant, same algorithm and images: the ``--target cpu`` INT8 schemes
+   (``u8s8``, ``u8s8-reduce-range``, ``u8u8``; see ``yolo_nano.calibration.int8_schemes``) and the
+   ``tensorrt`` target (symmetric int8, the TensorRT input). ``--save-models DIR`` keeps the files;
+   ``--models DIR`` reuses them (``fp32.onnx``, ``int8-<variant>.onnx``) instead of exporting and
+   quantizing, e.g. to measure accuracy under an emulated CPU with ``--no-timing``:
+   ``qemu-x86_64 -cpu Haswell .venv/bin/python benchmarks/bench_int8.py --models DIR --no-timing --eval 40``
+   (an emulator's timings mean nothing; its integer arithmetic is the emulated CPU's).
+4. Speed: batch-1 ``session.run`` on the same preprocessed val images, all models interleaved call by
    call (order alternating); ratio = FP32 / INT8 of the medians (goal >= 1.5x for the cpu target), and of
    the minimums (less sensitive to other load on a shared machine).
 5. Agreement on the val images: raw head error (RMS of INT8 - FP32 over RMS of FP32, averaged over heads
-   and images), and the share of FP32 detections (conf 0.25) that INT8 reproduces (same class, IoU >= 0.5).
+   and 16 images), and the share of FP32 detections (conf 0.25) that INT8 reproduces (same class, IoU
+   >= 0.5), from the same detections as the mAP.
 6. File size of each model vs the paper's 4.0 MB (8-bit weights), and the weight count.
 7. mAP@0.5 (VOC07 11-point, the project's evaluator) of FP32 and INT8 on the val images (goal: <= 1
    point lost), when the data's classes are the model's.
@@ -37,7 +44,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from yolo_nano.core.postprocess import box_iou
+
 PAPER_MB = 4.0
+VARIANTS = ("u8s8", "u8s8-reduce-range", "u8u8", "tensorrt")
 
 
 def log(msg: str) -> None:
@@ -60,7 +70,7 @@ def fp32_model(args: argparse.Namespace, work: str) -> Tuple[str, str]:
     if args.onnx:
         return args.onnx, os.path.basename(args.onnx)
     from yolo_nano.model.export import export_onnx
-    from yolo_nano.model.network import build_model
+    from yolo_nano.model.registry import build_model
     from yolo_nano.model.weights import load_model
 
     weights = args.weights
@@ -81,14 +91,14 @@ def fp32_model(args: argparse.Namespace, work: str) -> Tuple[str, str]:
     return out, "random-init"
 
 
-def demo_data(args: argparse.Namespace, work: str) -> str:
+def demo_data(args: argparse.Namespace, work: str, n_train: int) -> str:
     if args.data:
         return args.data
     from yolo_nano.data.synth import write_dataset
 
     out = os.path.join(work, "synth")
-    log(f"writing the synthetic demo set: {args.calib} train + {args.eval} val images")
-    return write_dataset(out, args.calib, args.eval, seed=args.seed, progress=False)
+    log(f"writing the synthetic demo set: {n_train} train + {args.eval} val images")
+    return write_dataset(out, n_train, args.eval, seed=args.seed, progress=False)
 
 
 def session(path: str, threads: Optional[int]) -> Any:
@@ -123,14 +133,6 @@ def interleaved_ms(
     return [statistics.median(t) for t in times], [min(t) for t in times]
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
-
-
 def agreement(
     ref: List[Tuple[np.ndarray, np.ndarray, np.ndarray]], got: List[Tuple[Any, ...]]
 ) -> Optional[float]:
@@ -139,10 +141,55 @@ def agreement(
     for (rb, _, rc), (gb, _, gc) in zip(ref, got):
         total += len(rb)
         if len(rb) and len(gb):
-            iou = box_iou(rb, gb)
+            iou = np.nan_to_num(box_iou(rb, gb))
             same = rc[:, None] == gc[None, :]
             hit += int(((iou >= 0.5) & same).any(axis=1).sum())
     return None if total == 0 else hit / total
+
+
+def quantized_models(args: argparse.Namespace, work: str, res: Dict[str, Any]) -> Dict[str, str]:
+    """{"fp32": path, "int8-<variant>": path, ...}: reused from ``--models`` or exported and quantized."""
+    if args.models:
+        models = {"fp32": os.path.join(args.models, "fp32.onnx")}
+        models.update({f"int8-{v}": os.path.join(args.models, f"int8-{v}.onnx") for v in args.variants})
+        missing = [p for p in models.values() if not os.path.isfile(p)]
+        if missing:
+            raise SystemExit(f"bench_int8: error: --models {args.models} lacks {', '.join(missing)}")
+        res["model"] = f"reused from {args.models}"
+        return models
+    from yolo_nano.calibration.quantize import quantize_qdq
+    from yolo_nano.core.metadata import read_onnx_metadata
+
+    src, source = fp32_model(args, work)
+    meta = read_onnx_metadata(src)
+    calib_list = os.path.join(res["data"], "ImageSets", "Main", "train.txt")
+    models = {"fp32": src}
+    quant_s = {}
+    for variant in args.variants:
+        out = os.path.join(work, f"int8-{variant}.onnx")
+        log(f"quantizing: {variant} ({args.algo}, up to {args.calib} images)")
+        tq = time.time()
+        target, scheme = ("tensorrt", "auto") if variant == "tensorrt" else ("cpu", variant)
+        r = quantize_qdq(
+            src, calib_list, out, algorithm=args.algo, target=target, int8_scheme=scheme,
+            max_images=args.calib, progress=False,
+        )  # fmt: skip
+        quant_s[variant] = round(time.time() - tq, 1)
+        models[f"int8-{variant}"] = out
+        res["calibration_images"] = r.num_images
+    res.update(
+        model=f"{meta.arch} {meta.input_size[0]}x{meta.input_size[1]}, {meta.num_classes} classes, weights {source}",
+        algorithm=args.algo,
+        quantize_seconds=quant_s,
+    )
+    if args.save_models:
+        import shutil
+
+        os.makedirs(args.save_models, exist_ok=True)
+        for name, path in models.items():
+            shutil.copyfile(path, os.path.join(args.save_models, name + ".onnx"))
+        log(f"models saved in {args.save_models}")
+    return models
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -156,64 +203,59 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--algo", default="percentile", choices=("minmax", "entropy", "percentile"))
     p.add_argument("--repeat", type=int, default=40, help="timed calls per model (default 40)")
     p.add_argument(
+        "--variants", default=",".join(VARIANTS),
+        help=f"comma-separated INT8 variants: cpu-target schemes and/or tensorrt (default: {','.join(VARIANTS)})",
+    )  # fmt: skip
+    p.add_argument(
         "--threads", type=int, default=1,
         help="ONNX Runtime intra-op threads, 0 = ORT's default (default 1: on a small shared machine ORT's "
         "spinning worker threads make timings swing by 2-3x)",
     )  # fmt: skip
+    p.add_argument("--save-models", metavar="DIR", help="keep the FP32 and INT8 models here")
+    p.add_argument(
+        "--models", metavar="DIR", help="reuse the models a --save-models run kept (no quantizing)"
+    )
+    p.add_argument("--no-timing", action="store_true", help="accuracy only (e.g. under a CPU emulator)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown or not args.variants:
+        p.error(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
     warnings.simplefilter("ignore")
 
     import onnxruntime
 
     from yolo_nano.benchmarks.evaluate import run_model
-    from yolo_nano.calibration.quantize import quantize_qdq
+    from yolo_nano.calibration.int8_schemes import CPU_CLASSES, SCHEME_FOR_CPU, this_cpu_class, this_cpu_flags
+    from yolo_nano.core.images import read_image
     from yolo_nano.core.metadata import read_onnx_metadata
     from yolo_nano.core.preprocess import preprocess
     from yolo_nano.data.metrics import evaluate
-    from yolo_nano.data.voc import load_split, read_class_names, read_image
-    from yolo_nano.runtime import Detector
+    from yolo_nano.data.voc import load_split, read_class_names
     from yolo_nano.runtime.backends import OnnxRuntimeBackend
 
+    cpu = this_cpu_class()
+    simd = sorted(f for f in this_cpu_flags() if f.startswith(("avx", "amx", "asimd")))
     res: Dict[str, Any] = {
         "machine": f"{cpu_name()}, {os.cpu_count()} CPUs, {platform.system()} {platform.machine()}",
+        "cpu_class": f"{cpu}: {CPU_CLASSES[cpu]}; SIMD flags seen by CPUID: {' '.join(simd) or 'none'}",
+        "auto_scheme_here": SCHEME_FOR_CPU[cpu],
         "onnxruntime": onnxruntime.__version__,
         "threads": args.threads or "onnxruntime default",
     }
     with tempfile.TemporaryDirectory(prefix="bench-int8-") as work:
         t0 = time.time()
-        src, source = fp32_model(args, work)
-        meta = read_onnx_metadata(src)
-        data = demo_data(args, work)
-        calib_list = os.path.join(data, "ImageSets", "Main", "train.txt")
-        models = {"fp32": src}
-        quant_s = {}
-        for target in ("cpu", "tensorrt"):
-            out = os.path.join(work, f"yolo_nano.int8.{target}.onnx")
-            log(f"quantizing for {target} ({args.algo}, up to {args.calib} images)")
-            tq = time.time()
-            r = quantize_qdq(
-                src,
-                calib_list,
-                out,
-                algorithm=args.algo,
-                target=target,
-                max_images=args.calib,
-                progress=False,
-            )
-            quant_s[target] = round(time.time() - tq, 1)
-            models[f"int8-{target}"] = out
-        res.update(
-            model=f"{meta.arch} {meta.input_size[0]}x{meta.input_size[1]}, {meta.num_classes} classes, weights {source}",
-            algorithm=args.algo,
-            calibration_images=r.num_images,
-            quantize_seconds=quant_s,
-        )
+        res["data"] = data = demo_data(args, work, n_train=0 if args.models else args.calib)
+        models = quantized_models(args, work, res)
+        del res["data"]
+        names_int8 = list(models)[1:]
+        meta = read_onnx_metadata(models["fp32"])
         import onnx
 
         weights = sum(
-            int(np.prod(i.dims)) for i in onnx.load(src).graph.initializer if len(i.dims) >= 2
+            int(np.prod(i.dims)) for i in onnx.load(models["fp32"]).graph.initializer if len(i.dims) >= 2
         )  # conv and FC kernels
         res["weights_millions"] = round(weights / 1e6, 3)
         res["size_mb"] = {k: round(os.path.getsize(v) / 1e6, 3) for k, v in models.items()}
@@ -223,51 +265,50 @@ def main(argv: Optional[List[str]] = None) -> int:
         data_names = read_class_names(data)
         val = load_split(data, "val", data_names)
         val.records = val.records[: args.eval]
-        images = [read_image(rec.image_path) for rec in val.records]
-        inputs = [preprocess([im], meta)[0] for im in images[:16]]
-
-        log(f"timing batch-1 session.run, {args.repeat} interleaved calls per model")
+        inputs = [preprocess([read_image(rec.image_path)], meta)[0] for rec in val.records[:16]]
         sessions = [session(models[k], args.threads) for k in models]
-        ms, ms_min = interleaved_ms(sessions, inputs, args.repeat, meta.input_name)
-        res["latency_ms"] = {k: round(v, 2) for k, v in zip(models, ms)}
-        res["speedup"] = {k: round(ms[0] / v, 2) for k, v in zip(list(models)[1:], ms[1:])}
-        res["latency_min_ms"] = {k: round(v, 2) for k, v in zip(models, ms_min)}
-        res["speedup_by_min"] = {k: round(ms_min[0] / v, 2) for k, v in zip(list(models)[1:], ms_min[1:])}
+
+        if not args.no_timing:
+            log(f"timing batch-1 session.run, {args.repeat} interleaved calls per model")
+            ms, ms_min = interleaved_ms(sessions, inputs, args.repeat, meta.input_name)
+            res["latency_ms"] = {k: round(v, 2) for k, v in zip(models, ms)}
+            res["speedup"] = {k: round(ms[0] / v, 2) for k, v in zip(names_int8, ms[1:])}
+            res["latency_min_ms"] = {k: round(v, 2) for k, v in zip(models, ms_min)}
+            res["speedup_by_min"] = {k: round(ms_min[0] / v, 2) for k, v in zip(names_int8, ms_min[1:])}
 
         log("comparing outputs on the val images")
-        head_err: Dict[str, List[float]] = {k: [] for k in list(models)[1:]}
+        head_err: Dict[str, List[float]] = {k: [] for k in names_int8}
         for x in inputs:
             ref = sessions[0].run(None, {meta.input_name: x})
-            for k, s in zip(list(models)[1:], sessions[1:]):
+            for k, s in zip(names_int8, sessions[1:]):
                 got = s.run(None, {meta.input_name: x})
                 head_err[k] += [
                     float(np.sqrt(np.mean((a - b) ** 2) / (np.mean(a**2) + 1e-12))) for a, b in zip(ref, got)
                 ]
         res["head_relative_rms_error"] = {k: round(float(np.mean(v)), 4) for k, v in head_err.items()}
+
+        log(f"detecting on {len(val.records)} val images with each model")
         dets = {}
         for k, path in models.items():
-            det = Detector(path, backend="onnxruntime-cpu", conf_threshold=0.25)
-            dets[k] = [(d.boxes, d.scores, d.class_ids) for d in det.detect_batch(images[:64])]
-        res["detection_agreement"] = {
-            k: (None if agreement(dets["fp32"], v) is None else round(agreement(dets["fp32"], v), 3))  # type: ignore[arg-type]
+            out, _ = run_model(
+                OnnxRuntimeBackend(path, device="cpu", threads=args.threads), val, progress=False
+            )
+            dets[k] = out
+        confident = {
+            k: [tuple(a[d[1] >= 0.25] for a in d) for d in (v[r.image_id] for r in val.records)]
             for k, v in dets.items()
-            if k != "fp32"
         }
-        res["fp32_detections_at_0.25"] = int(sum(len(d[0]) for d in dets["fp32"]))
+        res["detection_agreement"] = {}
+        for k in names_int8:
+            share = agreement(confident["fp32"], confident[k])
+            res["detection_agreement"][k] = None if share is None else round(share, 3)
+        res["fp32_detections_at_0.25"] = int(sum(len(d[0]) for d in confident["fp32"]))
 
         if tuple(data_names) == names:
-            log(f"mAP@0.5 on {len(val.records)} val images")
-            maps = {}
-            for k, path in models.items():
-                out, _ = run_model(
-                    OnnxRuntimeBackend(path, device="cpu", threads=args.threads), val, progress=False
-                )
-                maps[k] = evaluate(val.records, out, names, "voc07").map
+            maps = {k: evaluate(val.records, v, names, "voc07").map for k, v in dets.items()}
             res["map50_voc07"] = {k: round(v * 100, 2) for k, v in maps.items()}
-            res["map50_delta_points"] = {
-                k: round((maps[k] - maps["fp32"]) * 100, 2) for k in list(models)[1:]
-            }
-            if source == "random-init":
+            res["map50_delta_points"] = {k: round((maps[k] - maps["fp32"]) * 100, 2) for k in names_int8}
+            if "random-init" in res.get("model", ""):
                 res["map_note"] = "random-init weights: mAP meaningless"
         else:
             res["map_note"] = (
@@ -277,17 +318,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         res["seconds"] = round(time.time() - t0, 1)
 
     print(json.dumps(res, indent=2))
-    lat = res["latency_ms"]
-    print(
-        f"\nINT8 (cpu target) {lat['int8-cpu']:.1f} ms vs FP32 {lat['fp32']:.1f} ms: {res['speedup']['int8-cpu']:.2f}x "
-        f"by median, {res['speedup_by_min']['int8-cpu']:.2f}x by min (goal >= 1.5x); TensorRT-target Q/DQ on this CPU: {res['speedup']['int8-tensorrt']:.2f}x. "
-        f"Size {res['size_mb']['int8-cpu']:.2f} MB vs paper {PAPER_MB} MB."
-    )
-    if "map50_delta_points" in res:
-        d = res["map50_delta_points"]["int8-cpu"]
-        print(
-            f"mAP@0.5 FP32 {res['map50_voc07']['fp32']:.2f} -> INT8 {res['map50_voc07']['int8-cpu']:.2f} ({d:+.2f} points; goal >= -1)"
-        )
+    auto = f"int8-{SCHEME_FOR_CPU[cpu]}"
+    print(f"\nCPU class {cpu}: nano-quantize --target cpu picks {SCHEME_FOR_CPU[cpu]} here")
+    for k in names_int8:
+        line = f"{k:24s}"
+        if "speedup" in res:
+            line += f" {res['latency_ms'][k]:6.1f} ms vs FP32 {res['latency_ms']['fp32']:.1f} ms: {res['speedup'][k]:.2f}x by median, {res['speedup_by_min'][k]:.2f}x by min;"
+        if "map50_delta_points" in res:
+            line += f" mAP@0.5 {res['map50_voc07'][k]:.2f} vs {res['map50_voc07']['fp32']:.2f} ({res['map50_delta_points'][k]:+.2f} points);"
+        print(line + f" {res['size_mb'][k]:.2f} MB (paper {PAPER_MB} MB)")
+    if auto in names_int8:
+        goals = []
+        if "speedup" in res:
+            goals.append(f"{res['speedup'][auto]:.2f}x faster than FP32 by median (goal >= 1.5x)")
+        if "map50_delta_points" in res:
+            goals.append(f"{res['map50_delta_points'][auto]:+.2f} mAP points (goal >= -1)")
+        print(f"INT8 (cpu target, {auto[5:]} as auto picks on this CPU): " + ", ".join(goals or ["measured"]))
     if args.json:
         from yolo_nano.core.fileio import atomic_write_json
 

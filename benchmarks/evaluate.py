@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -29,37 +28,30 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from yolo_nano.core.backend import Backend, BackendUnavailableError, ModelLoadError
 from yolo_nano.core.fileio import atomic_write_text
-from yolo_nano.data.metrics import METRICS, EvalResult, ImageDetections, evaluate, format_table
-from yolo_nano.data.voc import VOCError, VOCSet, load_split, read_class_names, read_image, read_names_file
+from yolo_nano.core.images import read_image
+from yolo_nano.data.metrics import (
+    METRICS,
+    EvalResult,
+    ImageDetections,
+    ResultsFormatError,
+    evaluate,
+    format_table,
+    read_coco_results,
+)
+from yolo_nano.data.voc import VOCError, VOCSet, load_split, read_class_names, read_names_file
+from yolo_nano.runtime.backends import BACKEND_CHOICES, open_backend
 
-BACKENDS = ("auto", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt", "torch")
+BACKENDS = BACKEND_CHOICES
 
 
 class EvalInputError(ValueError):
     """Bad command-line input; printed as one line, exit status 2."""
 
 
-def open_detector_backend(model: str, backend: str = "auto", threads: Optional[int] = None) -> Any:
-    """A Backend object for ``model``: PyTorch for ``.safetensors`` (or ``backend='torch'``), else the
-    runtime's ONNX Runtime / TensorRT backends."""
-    if not os.path.isfile(model):
-        raise EvalInputError(f"model file not found: {model}")
-    if backend == "torch" or (backend == "auto" and model.endswith(".safetensors")):
-        try:
-            from yolo_nano.model.torch_backend import TorchBackend
-        except ImportError as e:
-            raise EvalInputError(
-                f"running .safetensors weights needs PyTorch (pip install 'yolo-nano-edge[train]'): {e}"
-            ) from e
-        return TorchBackend(model, threads=threads)
-    from yolo_nano.runtime.backends import open_backend
-
-    return open_backend(model, backend, threads=threads)
-
-
 def run_model(
-    backend: Any,
+    backend: Backend,
     data: VOCSet,
     batch_size: int = 8,
     conf_threshold: float = 0.001,
@@ -91,53 +83,12 @@ def run_model(
 def load_results_json(
     path: str, class_names: Sequence[str], image_ids: Sequence[str]
 ) -> Dict[str, ImageDetections]:
-    """Read COCO-format results (a JSON list of {image_id, category_id, bbox [x, y, w, h], score})."""
+    """Read COCO-format results (a JSON list of {image_id, category_id, bbox [x, y, w, h], score});
+    validated field by field by :func:`yolo_nano.data.metrics.read_coco_results`."""
     try:
-        with open(path, encoding="utf-8") as f:
-            items = json.load(f)
-    except OSError as e:
-        raise EvalInputError(f"cannot read {path}: {e}") from e
-    except json.JSONDecodeError as e:
-        raise EvalInputError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(items, list):
-        raise EvalInputError(f"{path}: expected a JSON list of detections (COCO results format)")
-    known = set(image_ids)
-    per: Dict[str, List[Tuple[List[float], float, int]]] = {}
-    for n, d in enumerate(items):
-        where = f"{path}: detection {n}"
-        if not isinstance(d, dict) or not {"image_id", "category_id", "bbox", "score"} <= set(d):
-            raise EvalInputError(f"{where}: needs image_id, category_id, bbox and score")
-        iid = str(d["image_id"])
-        if iid not in known:
-            raise EvalInputError(f"{where}: image_id {iid!r} is not in the evaluated split")
-        cat = d["category_id"]
-        if not isinstance(cat, int) or isinstance(cat, bool) or not 0 <= cat < len(class_names):
-            raise EvalInputError(
-                f"{where}: category_id {cat!r} is not an index into the {len(class_names)} classes "
-                "(0-based; pass --classes FILE for another class list)"
-            )
-        bbox, score = d["bbox"], d["score"]
-        if (
-            not isinstance(bbox, list)
-            or len(bbox) != 4
-            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
-            or bbox[2] < 0
-            or bbox[3] < 0
-        ):
-            raise EvalInputError(f"{where}: bbox must be [x, y, w, h] with finite numbers and w, h >= 0")
-        if not isinstance(score, (int, float)) or not math.isfinite(score):
-            raise EvalInputError(f"{where}: score must be a finite number")
-        per.setdefault(iid, []).append((bbox, float(score), cat))
-    out: Dict[str, ImageDetections] = {}
-    for iid, dets in per.items():
-        b = np.array([x for x, _, _ in dets], np.float64)
-        boxes = np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], 1).astype(np.float32)
-        out[iid] = (
-            boxes,
-            np.array([s for _, s, _ in dets], np.float32),
-            np.array([c for _, _, c in dets], np.int64),
-        )
-    return out
+        return read_coco_results(path, class_names, image_ids)
+    except ResultsFormatError as e:
+        raise EvalInputError(str(e)) from e
 
 
 def detections_to_results(dets: Dict[str, ImageDetections]) -> List[Dict[str, Any]]:
@@ -199,9 +150,16 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     """Evaluate as configured; returns the JSON-able result."""
     if args.batch < 1 or args.max_det < 1 or not 0 <= args.conf <= 1 or not 0 <= args.iou <= 1:
         raise EvalInputError("--batch and --max-det must be >= 1, --conf and --iou in [0, 1]")
-    backend = None
-    if args.model:
-        backend = open_detector_backend(args.model, args.backend, args.threads)
+    backend = open_backend(args.model, args.backend, args.threads) if args.model else None
+    try:
+        return _evaluate(args, backend)
+    finally:
+        if backend is not None:
+            backend.close()
+
+
+def _evaluate(args: argparse.Namespace, backend: Optional[Backend]) -> Dict[str, Any]:
+    if backend is not None:
         class_names: Sequence[str] = backend.metadata.class_names
         data_names = read_class_names(args.data) if os.path.isdir(args.data) else None
         if data_names is not None and tuple(data_names) != tuple(class_names):
@@ -253,11 +211,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
         run(args)
-    except (EvalInputError, VOCError) as e:
+    except (EvalInputError, VOCError, ModelLoadError, BackendUnavailableError) as e:
         print(f"nano-eval: error: {e}", file=sys.stderr)
         return 2
     except (ValueError, ImportError, RuntimeError) as e:
-        # model load errors (ModelLoadError, WeightsError, MetadataError), missing backends
+        # anything else the backends raise on a bad model (MetadataError, EngineMismatchError, ...)
         print(
             f"nano-eval: error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}",
             file=sys.stderr,

@@ -15,7 +15,8 @@ from typing import Iterator, List, Optional
 
 import numpy as np
 
-from yolo_nano.core.fileio import IMAGE_EXTENSIONS, PathLike, is_image_file
+from yolo_nano.core.fileio import PathLike
+from yolo_nano.core.images import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_image
 from yolo_nano.core.metadata import ModelMetadata
 
 #: NVIDIA suggests about 500 images to calibrate a detector.
@@ -125,8 +126,9 @@ class CalibrationBatcher:
     """Iterate float32 batches ``(batch_size, 3, H, W)`` of preprocessed calibration images.
 
     ``meta`` defines the preprocessing (through :func:`yolo_nano.core.preprocess.preprocess`). A last
-    partial batch is dropped (TensorRT calibrates with a fixed batch); unreadable images are skipped
-    with a warning. ``len(batcher)`` is the number of full batches. Warns
+    partial batch is dropped (TensorRT calibrates with a fixed batch). Images are decoded by the one
+    image reader (:func:`yolo_nano.core.images.read_image`: EXIF orientation applied, as nano-detect
+    sees them); unreadable, corrupt or oversized images are skipped and counted, with one warning. ``len(batcher)`` is the number of full batches. Warns
     (:class:`FewCalibrationImagesWarning`) below :data:`RECOMMENDED_IMAGES` images.
     """
 
@@ -146,6 +148,7 @@ class CalibrationBatcher:
         self.progress = progress
         self.paths = subsample(list_calibration_images(source), max_images)
         self.skipped: List[str] = []
+        self.skip_reasons: List[str] = []  # the reader's one-line message for each skipped image
         if len(self.paths) < self.batch_size:
             raise CalibrationDataError(
                 f"{self.source}: {len(self.paths)} image(s) cannot fill one calibration batch of {self.batch_size}"
@@ -167,12 +170,12 @@ class CalibrationBatcher:
         return len(self.paths) // self.batch_size
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        import cv2
         from tqdm import tqdm
 
         from yolo_nano.core.preprocess import preprocess
 
         self.skipped = []
+        self.skip_reasons = []
         pending: List[np.ndarray] = []
         produced = 0
         bar = tqdm(
@@ -185,9 +188,11 @@ class CalibrationBatcher:
         )
         try:
             for path in bar:
-                image = cv2.imread(path, cv2.IMREAD_COLOR)
-                if image is None:
+                try:
+                    image = read_image(path)
+                except ImageReadError as e:
                     self.skipped.append(path)
+                    self.skip_reasons.append(str(e))
                     continue
                 pending.append(image)
                 if len(pending) == self.batch_size:
@@ -199,7 +204,7 @@ class CalibrationBatcher:
             bar.close()
         if self.skipped:
             warnings.warn(
-                f"skipped {len(self.skipped)} unreadable calibration image(s), e.g. {self.skipped[0]}",
+                f"skipped {len(self.skipped)} unreadable calibration image(s), e.g. {self.skip_reasons[0]}",
                 stacklevel=2,
             )
         if produced == 0:

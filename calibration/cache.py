@@ -14,9 +14,16 @@ uses is ``scale * 127``.
 
 TensorRT silently ignores a cache it cannot use and a cache silently reused after the weights or the
 preprocessing changed gives a broken INT8 engine. So every cache we write gets an identity sidecar
-(``<cache>.json``: ONNX sha256, preprocessing hash, algorithm, batch, TensorRT version) and a cache is
-reused only when all of them match; otherwise :func:`decide_cache` says exactly why it is stale and
-``--recalibrate`` rebuilds it.
+(``<cache>.json``: ONNX sha256, preprocessing hash, algorithm, batch, TensorRT version, and the sha256
+of the cache file itself) and a cache is reused only when all of them match; otherwise
+:func:`decide_cache` says exactly why it is stale and ``--recalibrate`` rebuilds it. A cache edited
+after it was written no longer matches its own sha256 and is refused. The same rule serves the Q/DQ
+ONNX that strongly typed INT8 builds derive from calibration images (``kind="qdq-onnx"``): the
+"cache" is then that ONNX file and no TensorRT version is involved.
+
+Sidecars are untrusted input: :meth:`CacheIdentity.from_dict` checks every field's type and range
+(a ``"batch": 1e400``, a list where a hash belongs, deep nesting) and raises :class:`CacheFormatError`.
+Both files are written only after a calibration finished without error (:func:`save_with_identity`).
 """
 
 from __future__ import annotations
@@ -31,9 +38,12 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from yolo_nano.core.fileio import (
     PathLike,
+    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     read_json_object,
+    sha256_bytes,
+    sha256_file,
     sha256_json,
 )
 
@@ -47,7 +57,12 @@ KNOWN_HEADER_ALGORITHMS = (
     "LegacyCalibration",
 )
 
-IDENTITY_FORMAT = 1
+#: 2: the sidecar records the cache's own sha256 (format 1 sidecars are stale: recalibrate).
+IDENTITY_FORMAT = 2
+#: What the cache file is: TensorRT's calibration cache, or a Q/DQ ONNX derived from calibration images.
+CACHE_KINDS = ("tensorrt-cache", "qdq-onnx")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+MAX_BATCH = 4096
 
 _HEADER_RE = re.compile(r"^TRT-(\d+)-([A-Za-z0-9_]+)$")
 _LINE_RE = re.compile(r"^(.+): ([0-9a-fA-F]{1,8})$")
@@ -160,45 +175,88 @@ def preprocess_hash(preprocess_params: Mapping[str, Any]) -> str:
     return sha256_json(dict(preprocess_params))
 
 
+def _field(d: Mapping[str, Any], name: str, kind: str, required: bool = True) -> Any:
+    """``d[name]`` checked against ``kind`` (``hex64``, ``str``, ``int``, ``count``); raises ValueError."""
+    if name not in d or d[name] is None:
+        if required:
+            raise ValueError(f"'{name}' is missing")
+        return None
+    v = d[name]
+    if kind == "hex64":
+        if not isinstance(v, str) or not _HEX64.match(v):
+            raise ValueError(f"'{name}' must be a 64-digit lowercase hex sha256, got {_short(v)}")
+    elif kind == "str":
+        if not isinstance(v, str) or len(v) > 200:
+            raise ValueError(f"'{name}' must be a short string, got {_short(v)}")
+    elif isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"'{name}' must be an integer, got {_short(v)}")
+    elif kind == "int" and not 1 <= v <= MAX_BATCH:
+        raise ValueError(f"'{name}' must be in 1..{MAX_BATCH}, got {v}")
+    elif kind == "count" and not 0 <= v <= 10**9:
+        raise ValueError(f"'{name}' must be a count >= 0, got {_short(v)}")
+    return v
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 @dataclass
 class CacheIdentity:
-    """What a calibration cache was made from. The first five fields decide reuse; the rest inform."""
+    """What a calibration cache was made from. The fields in :attr:`COMPARED` decide reuse;
+    ``cache_sha256`` (the cache file's own hash, set when the cache is written) must match the file."""
 
     onnx_sha256: str
     preprocess_sha256: str
     algorithm: str  # our name: "entropy" | "minmax"
     batch: int
-    tensorrt_version: str
+    tensorrt_version: str  # "any" for kind "qdq-onnx"
+    cache_sha256: Optional[str] = None
+    kind: str = "tensorrt-cache"
     num_images: Optional[int] = None
     created: Optional[str] = None
     format_version: int = IDENTITY_FORMAT
 
-    COMPARED = ("onnx_sha256", "preprocess_sha256", "algorithm", "batch", "tensorrt_version")
+    COMPARED = ("kind", "onnx_sha256", "preprocess_sha256", "algorithm", "batch", "tensorrt_version")
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "<sidecar>") -> CacheIdentity:
+        """Validate a sidecar document; raises :class:`CacheFormatError` (one line) on any bad field."""
         try:
+            version = _field(d, "format_version", "count")
+            if version != IDENTITY_FORMAT:
+                raise ValueError(
+                    f"format {version} ({'newer than this yolo-nano-edge: upgrade it' if version > IDENTITY_FORMAT else 'written by an older nano-build, without the sha256 of the cache'})"
+                )
+            kind = _field(d, "kind", "str")
+            if kind not in CACHE_KINDS:
+                raise ValueError(f"'kind' must be one of {CACHE_KINDS}, got {_short(kind)}")
+            algorithm = _field(d, "algorithm", "str")
+            if algorithm not in ALGORITHMS:
+                raise ValueError(f"'algorithm' must be one of {sorted(ALGORITHMS)}, got {_short(algorithm)}")
             return cls(
-                onnx_sha256=str(d["onnx_sha256"]),
-                preprocess_sha256=str(d["preprocess_sha256"]),
-                algorithm=str(d["algorithm"]),
-                batch=int(d["batch"]),
-                tensorrt_version=str(d["tensorrt_version"]),
-                num_images=None if d.get("num_images") is None else int(d["num_images"]),
-                created=d.get("created"),
-                format_version=int(d.get("format_version", IDENTITY_FORMAT)),
+                onnx_sha256=_field(d, "onnx_sha256", "hex64"),
+                preprocess_sha256=_field(d, "preprocess_sha256", "hex64"),
+                algorithm=algorithm,
+                batch=_field(d, "batch", "int"),
+                tensorrt_version=_field(d, "tensorrt_version", "str"),
+                cache_sha256=_field(d, "cache_sha256", "hex64"),
+                kind=kind,
+                num_images=_field(d, "num_images", "count", required=False),
+                created=_field(d, "created", "str", required=False),
+                format_version=version,
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise CacheFormatError(
-                f"{source}: malformed calibration cache identity ({type(e).__name__}: {e})"
-            ) from e
+        except ValueError as e:
+            raise CacheFormatError(f"{source}: invalid calibration cache identity: {e}") from e
 
     def differences(self, other: CacheIdentity) -> List[str]:
         """Human-readable reasons why a cache made for ``self`` does not fit ``other`` (empty: it fits)."""
         labels = {
+            "kind": "the cache is another kind of file",
             "onnx_sha256": "the ONNX model changed",
             "preprocess_sha256": "the preprocessing changed",
             "algorithm": "the calibration algorithm differs",
@@ -221,18 +279,35 @@ def sidecar_path(cache_path: PathLike) -> str:
 
 
 def write_identity(cache_path: PathLike, identity: CacheIdentity) -> None:
-    """Write the sidecar of ``cache_path`` atomically (fills ``created`` if unset)."""
+    """Write the sidecar of ``cache_path`` atomically (fills ``created``, and ``cache_sha256`` from the
+    file on disk, if unset)."""
     if identity.created is None:
         identity.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if identity.cache_sha256 is None:
+        identity.cache_sha256 = sha256_file(cache_path)
     atomic_write_json(sidecar_path(cache_path), identity.to_dict())
 
 
+def save_with_identity(cache_path: PathLike, data: bytes, identity: CacheIdentity) -> None:
+    """Write a finished cache (``data``) and then its sidecar, each atomically. The sidecar holds the
+    sha256 of ``data``: a crash between the two leaves a cache that does not match any sidecar (stale)."""
+    atomic_write_bytes(cache_path, data)
+    identity.cache_sha256 = sha256_bytes(data)
+    write_identity(cache_path, identity)
+
+
 def read_identity(cache_path: PathLike) -> Optional[CacheIdentity]:
-    """The sidecar of ``cache_path``, or None when there is none. Raises on a malformed sidecar."""
+    """The sidecar of ``cache_path``, or None when there is none. Raises :class:`CacheFormatError` on an
+    unreadable or invalid sidecar."""
     path = sidecar_path(cache_path)
     if not os.path.exists(path):
         return None
-    d = read_json_object(path, CacheFormatError, "calibration cache identity")
+    try:
+        d = read_json_object(path, CacheFormatError, "calibration cache identity")
+    except RecursionError:
+        raise CacheFormatError(
+            f"{path}: invalid calibration cache identity (JSON nested too deeply)"
+        ) from None
     return CacheIdentity.from_dict(d, source=path)
 
 
@@ -258,18 +333,21 @@ class CacheDecision:
 
 
 def decide_cache(cache_path: PathLike, expected: CacheIdentity, recalibrate: bool = False) -> CacheDecision:
-    """Apply the reuse rule: reuse only when the cache parses and its sidecar matches ``expected``.
+    """Apply the reuse rule: reuse only when the cache parses (TensorRT caches), its sidecar is valid,
+    matches ``expected`` and records the sha256 the cache file has now.
 
-    A malformed cache, a missing or malformed sidecar and any identity mismatch make the cache stale.
-    ``recalibrate=True`` always answers ``"calibrate"``.
+    A malformed cache, a missing or invalid sidecar, an edited cache and any identity mismatch make the
+    cache stale. ``recalibrate=True`` always answers ``"calibrate"``.
     """
     path = os.fspath(cache_path)
     if recalibrate or not os.path.exists(path):
         return CacheDecision("calibrate")
-    try:
-        cache = read_cache(path)
-    except CacheFormatError as e:
-        return CacheDecision("stale", [f"the cache is malformed ({e})"])
+    cache: Optional[CalibrationCache] = None
+    if expected.kind == "tensorrt-cache":
+        try:
+            cache = read_cache(path)
+        except CacheFormatError as e:
+            return CacheDecision("stale", [f"the cache is malformed ({e})"])
     reasons: List[str] = []
     try:
         found = read_identity(path)
@@ -281,9 +359,16 @@ def decide_cache(cache_path: PathLike, expected: CacheIdentity, recalibrate: boo
             reasons.append(f"it has no identity sidecar {sidecar_path(path)} (made outside nano-build?)")
     else:
         reasons += found.differences(expected)
+        actual = sha256_file(path)
+        if found.cache_sha256 != actual:
+            reasons.append(
+                f"the cache file changed after it was written (sha256 {actual[:12]}, its sidecar records "
+                f"{str(found.cache_sha256)[:12]}): edited or replaced"
+            )
     header_algo = ALGORITHMS.get(expected.algorithm)
     if (
-        header_algo is not None
+        cache is not None
+        and header_algo is not None
         and cache.algorithm != header_algo
         and not any("algorithm" in r for r in reasons)
     ):

@@ -13,6 +13,7 @@ import sys
 import warnings
 from typing import List, Optional
 
+from yolo_nano.core.fileio import sha256_file
 from yolo_nano.core.metadata import MetadataError
 
 from .batcher import CalibrationDataError
@@ -52,12 +53,14 @@ def calib_main(argv: Optional[List[str]] = None) -> int:
     except CacheFormatError as e:
         return fail("nano-calib", str(e))
     rows = summarize(cache)
+    matches = None if identity is None else identity.cache_sha256 == sha256_file(args.cache)
     if args.json:
         doc = {
             "version": cache.version,
             "algorithm": cache.algorithm,
             "tensors": [{"name": n, "scale": s, "dynamic_range": r} for n, s, r in rows],
             "identity": identity.to_dict() if identity is not None else None,
+            "cache_matches_identity": matches,
         }
         print(json.dumps(doc, indent=2))
         return 0
@@ -71,6 +74,11 @@ def calib_main(argv: Optional[List[str]] = None) -> int:
             f"ONNX sha256 {identity.onnx_sha256[:16]}, preprocessing {identity.preprocess_sha256[:16]}, "
             f"{identity.num_images if identity.num_images is not None else '?'} images, {identity.created or '?'}"
         )
+        if matches:
+            print("            cache sha256 matches the identity")
+        else:
+            print("            EDITED after it was written: its sha256 differs from the identity's "
+                  "(nano-build will not reuse it without --recalibrate)")  # fmt: skip
     width = min(max(len(n) for n, _, _ in rows), 80)
     print(f"{'tensor':{width}s}  {'scale':>12s}  {'range':>12s}")
     for name, scale, rng in rows:
@@ -80,6 +88,7 @@ def calib_main(argv: Optional[List[str]] = None) -> int:
 
 def quantize_main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``nano-quantize model.onnx --calib-images DIR|LIST -o model.int8.onnx``."""
+    from .int8_schemes import AUTO_SCHEME, INT8_SCHEMES
     from .quantize import (
         DEFAULT_QUANT_ALGORITHM,
         DEFAULT_TARGET,
@@ -107,6 +116,14 @@ def quantize_main(argv: Optional[List[str]] = None) -> int:
     p.add_argument(
         "--target", choices=TARGETS, default=DEFAULT_TARGET,
         help="cpu: uint8 activations, fast in ONNX Runtime; tensorrt: symmetric int8 for nano-build (default: cpu)",
+    )  # fmt: skip
+    p.add_argument(
+        "--int8-scheme", choices=(AUTO_SCHEME,) + INT8_SCHEMES, default=AUTO_SCHEME,
+        help="--target cpu: weight type for the CPU that will RUN the model. u8s8: int8 weights, for x86 "
+        "with VNNI (AVX-512 VNNI, AVX-VNNI, AMX), ARM (Jetson) and pre-AVX2 x86; u8s8-reduce-range: 7-bit "
+        "weights, for x86 with AVX2 or AVX-512 but no VNNI, where ONNX Runtime's u8s8 kernel saturates "
+        "(exact everywhere, slightly coarser); u8u8: uint8 weights, exact everywhere, slower on x86. "
+        "auto (default): the one for this machine's CPU",
     )  # fmt: skip
     p.add_argument("--percentile", type=float, default=99.999, help="percentile for --algo percentile")
     p.add_argument(
@@ -137,6 +154,7 @@ def quantize_main(argv: Optional[List[str]] = None) -> int:
             output,
             algorithm=args.algo,
             target=args.target,
+            int8_scheme=args.int8_scheme,
             per_channel=not args.per_tensor,
             max_images=args.max_images,
             percentile=args.percentile,
@@ -148,4 +166,5 @@ def quantize_main(argv: Optional[List[str]] = None) -> int:
         f"wrote {result.output_path}: {result.size_bytes / 1e6:.2f} MB, Q/DQ INT8 for {result.target} ({result.algorithm}, "
         f"{result.num_images} calibration images), float heads: {', '.join(result.float_nodes)}"
     )
+    print(result.scheme_summary())
     return 0

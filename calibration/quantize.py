@@ -6,7 +6,9 @@ rounded to 8 bits, and the ``yolo_nano`` metadata copied over. Two targets, beca
 kernels and TensorRT want different activations (see :data:`TARGETS`):
 
 * ``cpu`` (default): uint8 asymmetric activations. ONNX Runtime folds each ReLU6 into the quantized
-  convolution: this is the fast CPU model.
+  convolution: this is the fast CPU model. Its weights follow an INT8 scheme chosen for the CPU class
+  that will run it (:data:`INT8_SCHEMES`, ``auto``: this machine's, see :data:`SCHEME_FOR_CPU`): a
+  model made on a VNNI machine for an AVX2-only one needs ``int8_scheme="u8s8-reduce-range"``.
 * ``tensorrt``: int8 symmetric activations (zero point 0), the explicit quantization TensorRT 8.5 and
   10.x accept: ``nano-build model.int8.onnx --precision int8`` needs no calibrator. It also runs in ONNX
   Runtime, but slower than FP32 there.
@@ -20,6 +22,7 @@ import logging
 import os
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -29,6 +32,16 @@ from yolo_nano.core.fileio import PathLike, atomic_write_bytes
 from yolo_nano.core.metadata import MetadataError, ModelMetadata, read_onnx_metadata, write_onnx_metadata
 
 from .batcher import CalibrationBatcher
+from .int8_schemes import (
+    AUTO_SCHEME,
+    CPU_CLASSES,
+    INT8_SCHEMES,
+    SCHEME_FOR_CPU,
+    cpus_for_scheme,
+    describe_scheme,
+    saturating_schemes,
+    this_cpu_class,
+)
 
 #: ``--algo`` names -> ONNX Runtime ``CalibrationMethod`` member names.
 QUANT_ALGORITHMS: Dict[str, str] = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -44,6 +57,30 @@ DEFAULT_TARGET = "cpu"
 
 class QuantizeError(ValueError):
     """The model cannot be quantized as asked (message says why and what to do)."""
+
+
+class SaturatingSchemeWarning(UserWarning):
+    """The requested INT8 scheme loses accuracy in ONNX Runtime on the CPU quantizing it."""
+
+
+_WEIGHT_TYPES: Dict[Optional[str], str] = {
+    None: "int8-symmetric",  # tensorrt
+    "u8s8": "int8-symmetric",
+    "u8s8-reduce-range": "int8-symmetric-7bit",
+    "u8u8": "uint8-symmetric",
+}
+
+
+def resolve_int8_scheme(requested: str = AUTO_SCHEME, cpu: Optional[str] = None) -> str:
+    """The scheme to quantize with: ``requested`` itself, or for ``auto`` :data:`SCHEME_FOR_CPU` of
+    ``cpu`` (default: this machine's class)."""
+    if requested == AUTO_SCHEME:
+        return SCHEME_FOR_CPU[cpu or this_cpu_class()]
+    if requested not in INT8_SCHEMES:
+        raise QuantizeError(
+            f"unknown INT8 scheme {requested!r}; choose {AUTO_SCHEME} or one of {INT8_SCHEMES}"
+        )
+    return requested
 
 
 def is_qdq_model(model: Any) -> bool:
@@ -203,6 +240,17 @@ class QuantizeResult:
     float_nodes: List[str]
     algorithm: str
     target: str = DEFAULT_TARGET
+    int8_scheme: Optional[str] = None  # cpu target: one of INT8_SCHEMES
+    quantized_on: str = ""  # CPU class of this machine (CPU_CLASSES key)
+
+    def scheme_summary(self) -> str:
+        """One line: the INT8 scheme, how it was chosen, which CPU classes it is for and where it saturates."""
+        if self.int8_scheme is None:
+            return "INT8 scheme: symmetric int8 activations and weights (TensorRT)"
+        how = "auto" if self.metadata.extra["quantization"]["int8_scheme_auto"] else "as asked"
+        return f"INT8 scheme {self.int8_scheme} ({how}; this CPU: {self.quantized_on}): " + describe_scheme(
+            self.int8_scheme
+        )
 
 
 def quantize_qdq(
@@ -212,6 +260,7 @@ def quantize_qdq(
     *,
     algorithm: str = DEFAULT_QUANT_ALGORITHM,
     target: str = DEFAULT_TARGET,
+    int8_scheme: str = AUTO_SCHEME,
     per_channel: bool = True,
     max_images: Optional[int] = None,
     percentile: float = 99.999,
@@ -223,14 +272,26 @@ def quantize_qdq(
     :class:`~yolo_nano.calibration.batcher.CalibrationBatcher` with the model's own preprocessing and
     batch size (1 for a dynamic-batch model). ``algorithm``: ``minmax``, ``entropy`` or ``percentile``.
     ``target``: ``cpu`` (uint8 asymmetric activations: fast in ONNX Runtime) or ``tensorrt`` (int8
-    symmetric activations: what ``nano-build --precision int8`` accepts). Weights are int8 symmetric
-    (per channel by default) for both. The output is written atomically.
+    symmetric activations: what ``nano-build --precision int8`` accepts). Weights are symmetric (per
+    channel by default): int8 for ``tensorrt``; for ``cpu`` as ``int8_scheme`` says (:data:`INT8_SCHEMES`;
+    ``auto``: :data:`SCHEME_FOR_CPU` of this machine). The output is written atomically.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if target not in TARGETS:
         raise QuantizeError(f"unknown target {target!r}; choose one of {TARGETS}")
+    if target == "tensorrt" and int8_scheme != AUTO_SCHEME:
+        raise QuantizeError("an INT8 scheme applies to the cpu target only (TensorRT takes symmetric int8)")
+    quantized_on = this_cpu_class()
+    scheme = resolve_int8_scheme(int8_scheme, quantized_on) if target == "cpu" else None
+    if scheme in saturating_schemes(quantized_on):
+        warnings.warn(
+            f"{scheme} saturates in ONNX Runtime on this CPU ({quantized_on}: {CPU_CLASSES[quantized_on]}): "
+            "the model is for another machine; to run it here use --int8-scheme auto",
+            SaturatingSchemeWarning,
+            stacklevel=2,
+        )
     if algorithm not in QUANT_ALGORITHMS:
         raise QuantizeError(
             f"unknown calibration algorithm {algorithm!r}; choose one of {sorted(QUANT_ALGORITHMS)}"
@@ -271,9 +332,9 @@ def quantize_qdq(
                 reader,
                 quant_format=QuantFormat.QDQ,
                 per_channel=per_channel,
-                reduce_range=False,
+                reduce_range=scheme == "u8s8-reduce-range",  # 7-bit weights
                 activation_type=QuantType.QInt8 if target == "tensorrt" else QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
+                weight_type=QuantType.QUInt8 if scheme == "u8u8" else QuantType.QInt8,
                 nodes_to_exclude=float_nodes,
                 calibrate_method=getattr(CalibrationMethod, QUANT_ALGORITHMS[algorithm]),
                 extra_options=extra,
@@ -290,10 +351,18 @@ def quantize_qdq(
         "target": target,
         "per_channel": per_channel,
         "activation_type": "int8-symmetric" if target == "tensorrt" else "uint8-asymmetric",
-        "weight_type": "int8-symmetric",
+        "weight_type": _WEIGHT_TYPES[scheme],
         "calibration_images": batcher.num_images - len(batcher.skipped),
         "float_nodes": float_nodes,
     }
+    if scheme is not None:
+        extra_meta["quantization"].update(
+            int8_scheme=scheme,
+            int8_scheme_auto=int8_scheme == AUTO_SCHEME,
+            quantized_on_cpu=quantized_on,
+            for_cpu=cpus_for_scheme(scheme),
+            saturates_on_cpu=[c for c in CPU_CLASSES if scheme in saturating_schemes(c)],
+        )
     qmeta = dataclasses.replace(meta, extra=extra_meta)
     try:
         write_onnx_metadata(qmodel, qmeta)
@@ -309,4 +378,6 @@ def quantize_qdq(
         float_nodes=float_nodes,
         algorithm=algorithm,
         target=target,
+        int8_scheme=scheme,
+        quantized_on=quantized_on,
     )

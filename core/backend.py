@@ -54,6 +54,12 @@ class DeviceIO:
     ``execute(n)``: run the network on the first ``n`` images already in the input buffer, queued on
     ``stream``; copies nothing and does not synchronize. ``max_batch``: the buffers' batch capacity;
     ``execute`` needs ``n == max_batch`` when ``fixed_batch`` (DLA, fixed-batch engines).
+    ``context``: a context manager that makes the backend's CUDA context current in the calling thread
+    (``with io.context: ...``; re-entrant). ``lock``: a re-entrant lock the backend holds while it uses
+    the buffers (``infer``, ``execute``): hold it from writing the input to reading the outputs when
+    several threads share the backend.
+
+    Valid until the backend is closed: the pointers and ``input_host`` then name freed memory.
     """
 
     stream: int
@@ -66,6 +72,7 @@ class DeviceIO:
     execute: Any  # Callable[[int], None]
     input_host: Optional[np.ndarray] = None
     context: Any = field(default=None, repr=False)  # the CUDA context to make current around device work
+    lock: Any = field(default=None, repr=False)  # threading.RLock guarding the buffers
 
 
 class Backend(abc.ABC):

@@ -3,9 +3,10 @@
 Results are written to a temporary file in the destination folder and renamed over the target only
 when complete, so an interrupted run never leaves a half-written model, engine, cache or record
 behind: a reader sees the old file or the new one, never a mix. Temporary files get the permissions a
-plain ``open`` would give (``0o666 & ~umask``; ``tempfile.mkstemp`` alone makes them ``0o600``) and are
-named ``.<name>.<random>.tmp<suffix>`` beside the target, so a crash leaves at most a hidden ``.tmp``
-file and never a file under the target's name.
+plain ``open`` would give (:data:`FILE_MODE`: ``0o666 & ~umask``, the umask read once at import and
+never changed, so threads writing files never race on it; ``tempfile.mkstemp`` alone makes ``0o600``)
+and are named ``.<name>.<random>.tmp<suffix>`` beside the target, so a crash leaves at most a hidden
+``.tmp`` file and never a file under the target's name.
 
     atomic_write_json("result.json", {"map": 0.61})
     with atomic_output("clip.avi", suffix=".avi") as tmp:   # for tools that write to a path
@@ -19,11 +20,12 @@ import hashlib
 import json
 import os
 import tempfile
-from typing import Any, Dict, List, Optional, Tuple, Type, Union
+from typing import Any, Dict, Optional, Tuple, Type, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = [
+    "FILE_MODE",
     "AtomicOutput",
     "PathLike",
     "atomic_output",
@@ -36,11 +38,25 @@ __all__ = [
 ]
 
 
-def _umask() -> int:
-    """The process umask (read without changing it for longer than two calls)."""
+def _read_umask() -> int:
+    """The process umask, read once at import. Linux reports it in /proc/self/status; elsewhere
+    ``os.umask`` is the only way to read it and it sets it too, so it is called only here (imports run
+    under the import lock, before any Detector thread exists), never while threads write files."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+#: Mode of every file this module writes: what a plain ``open`` would give (``0o666 & ~umask``, 0644
+#: under the usual umask 022). Fixed at import; a program that changes its umask later keeps this mode.
+FILE_MODE = 0o666 & ~_read_umask()
 
 
 def _temp_beside(path: str, suffix: str = "") -> Tuple[int, str]:
@@ -49,7 +65,7 @@ def _temp_beside(path: str, suffix: str = "") -> Tuple[int, str]:
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp" + suffix, dir=folder)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; give the file the usual permissions
     except BaseException:
         os.close(fd)
         _remove(tmp)
@@ -118,8 +134,11 @@ class AtomicOutput:
         os.close(fd)
         self.done = False
 
-    def commit(self) -> None:
-        """Flush the temp file to disk and rename it over ``path`` (the temp file is removed on failure)."""
+    def commit(self, fsync: bool = True) -> None:
+        """Flush the temp file to disk and rename it over ``path`` (the temp file is removed on failure).
+
+        ``fsync=False`` skips the flush (still atomic for readers), as in :func:`atomic_write_bytes`.
+        """
         if self.done:
             raise RuntimeError(f"atomic output for {self.path} was already committed or discarded")
         self.done = True
@@ -128,7 +147,8 @@ class AtomicOutput:
                 raise FileNotFoundError(
                     f"the temporary file for {self.path} is gone ({self.tmp}): nothing to commit"
                 )
-            _fsync_path(self.tmp)
+            if fsync:
+                _fsync_path(self.tmp)
             os.replace(self.tmp, self.path)
         except BaseException:
             _remove(self.tmp)
@@ -180,34 +200,25 @@ def sha256_json(obj: Any) -> str:
     return sha256_bytes(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8"))
 
 
-# Image files every reader of folders accepts (what OpenCV's imread decodes in every build we support).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
-def is_image_file(name: PathLike) -> bool:
-    """Whether ``name`` has one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
-    return os.fspath(name).lower().endswith(IMAGE_EXTENSIONS)
-
-
-def list_images(folder: PathLike) -> List[str]:
-    """Sorted paths of the image files directly in ``folder`` (not recursive)."""
-    folder = os.fspath(folder)
-    return sorted(
-        os.path.join(folder, n)
-        for n in os.listdir(folder)
-        if is_image_file(n) and os.path.isfile(os.path.join(folder, n))
-    )
-
-
-def read_json_object(path: PathLike, error: Type[Exception], what: str) -> Dict[str, Any]:
-    """Load a JSON object from ``path``; an unreadable file or a non-object raises ``error`` naming
-    ``what`` the file is (e.g. "engine identity record")."""
+def read_json_object(
+    path: PathLike, error: Type[Exception], what: str, max_bytes: int = 16 * 1024 * 1024
+) -> Dict[str, Any]:
+    """Load a JSON object from ``path``; an unreadable file, a non-object, ``NaN``/``Infinity``, nesting
+    too deep for the parser or a file over ``max_bytes`` raises ``error`` naming ``what`` the file is
+    (e.g. "engine identity record"). Field types are the caller's to check."""
     path = os.fspath(path)
     try:
+        if os.path.getsize(path) > max_bytes:
+            raise ValueError(f"larger than {max_bytes} bytes")
         with open(path, encoding="utf-8") as f:
-            d = json.load(f)
-    except (OSError, ValueError) as e:
-        raise error(f"{path}: unreadable {what} ({e})") from e
+            d = json.load(f, parse_constant=_refuse_constant)
+    except (OSError, ValueError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise error(f"{path}: unreadable {what} ({reason})") from e
     if not isinstance(d, dict):
         raise error(f"{path}: {what} must be a JSON object")
     return d

@@ -58,11 +58,15 @@ def _number(value: Any, name: str, integer: bool = False) -> float:
     """A finite JSON number (not a bool); ``integer``: also integral."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise MetadataError(f"metadata field {name!r} must be a number, got {value!r:.60}")
-    if not math.isfinite(value):
-        raise MetadataError(f"metadata field {name!r} must be finite, got {value!r}")
-    if integer and value != int(value):
+    try:
+        number = float(value)  # a JSON integer of 400 digits does not fit: OverflowError
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise MetadataError(f"metadata field {name!r} must be finite, got {str(value)[:60]}")
+    if integer and number != int(number):
         raise MetadataError(f"metadata field {name!r} must be an integer, got {value!r}")
-    return float(value)
+    return number
 
 
 def _number_list(value: Any, name: str, length: int, integer: bool = False) -> List[float]:
@@ -217,8 +221,10 @@ class ModelMetadata:
     def from_json(cls, text: str) -> ModelMetadata:
         try:
             d = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as e:
-            raise MetadataError(f"yolo_nano metadata is not valid JSON: {type(e).__name__}: {e}") from e
+        except (ValueError, RecursionError) as e:  # JSONDecodeError; an integer of over 4300 digits
+            raise MetadataError(
+                f"yolo_nano metadata is not valid JSON: {type(e).__name__}: {str(e)[:200]}"
+            ) from e
         if not isinstance(d, dict):
             raise MetadataError("yolo_nano metadata must be a JSON object")
         return cls.from_dict(d)

@@ -15,11 +15,19 @@ VOC rules (``VOCdevkit`` ``VOCevaldet.m`` / py-faster-rcnn ``voc_eval.py``):
 Boxes are xyxy in 0-based continuous pixels (see :mod:`yolo_nano.data.voc`): plain IoU on them equals
 the devkit's ``+1`` IoU on its 1-based inclusive integers. A class without any non-difficult ground
 truth has AP ``nan`` and is left out of the mean (the devkit would divide by zero).
+
+Saved detections in the COCO results format (``nano-eval --detections``) are read by
+:func:`read_coco_results`, which validates every field: any malformed file (not JSON, too deeply
+nested, not UTF-8, wrong types, NaN/inf/huge numbers, unknown image or class) is one
+:class:`ResultsFormatError` naming the detection and the field, never a crash or NaN in a metric.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import numbers
+import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -29,6 +37,97 @@ METRICS = ("voc07", "voc12", "coco")
 
 # per image: boxes (K, 4) xyxy float, scores (K,), class ids (K,) int
 ImageDetections = Tuple[np.ndarray, np.ndarray, np.ndarray]
+# pixels: a bbox value beyond this is corrupt (and x + w would leave float32's range near 3e38)
+MAX_RESULT_COORDINATE = 1e9
+_RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
+
+
+class ResultsFormatError(ValueError):
+    """A COCO results file that is unreadable or malformed; the message names the detection and field."""
+
+
+def _real(value: Any) -> Optional[float]:
+    """``value`` as a finite float, or None for bools, non-numbers, NaN, inf and ints beyond float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        f = float(value)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def parse_coco_results(
+    items: Any, class_names: Sequence[str], image_ids: Sequence[str], source: str = "<results>"
+) -> Dict[str, ImageDetections]:
+    """Validate a decoded COCO results list (``[{image_id, category_id, bbox [x, y, w, h], score}]``)
+    -> image id -> (boxes (K, 4) xyxy float32 pixels, scores (K,) float64, class ids (K,) int64).
+
+    ``image_id``: a string (or integer) naming an image of ``image_ids``; ``category_id``: a 0-based
+    index into ``class_names``; bbox values and score: finite numbers, ``|bbox| <=``
+    :data:`MAX_RESULT_COORDINATE`, ``w, h >= 0``. :class:`ResultsFormatError` for anything else.
+    """
+    if not isinstance(items, list):
+        raise ResultsFormatError(f"{source}: expected a JSON list of detections (COCO results format)")
+    known = set(image_ids)
+    per: Dict[str, List[Tuple[List[float], float, int]]] = {}
+    for n, d in enumerate(items):
+        where = f"{source}: detection {n}"
+        if not isinstance(d, dict) or not all(k in d for k in _RESULT_KEYS):
+            raise ResultsFormatError(f"{where}: needs image_id, category_id, bbox and score")
+        raw_id = d["image_id"]
+        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+            raise ResultsFormatError(f"{where}: image_id must be the image's id string, got {raw_id!r:.60}")
+        iid = str(raw_id)
+        if iid not in known:
+            raise ResultsFormatError(f"{where}: image_id {iid[:60]!r} is not in the evaluated split")
+        cat = d["category_id"]
+        if not isinstance(cat, int) or isinstance(cat, bool) or not 0 <= cat < len(class_names):
+            raise ResultsFormatError(
+                f"{where}: category_id {cat!r:.60} is not an index into the {len(class_names)} classes "
+                "(0-based; pass --classes FILE for another class list)"
+            )
+        bbox = d["bbox"]
+        values = [_real(v) for v in bbox] if isinstance(bbox, list) and len(bbox) == 4 else [None]
+        if any(v is None or abs(v) > MAX_RESULT_COORDINATE for v in values) or values[2] < 0 or values[3] < 0:
+            raise ResultsFormatError(
+                f"{where}: bbox must be [x, y, w, h] with finite numbers (|v| <= {MAX_RESULT_COORDINATE:g}) "
+                f"and w, h >= 0, got {bbox!r:.80}"
+            )
+        score = _real(d["score"])
+        if score is None:
+            raise ResultsFormatError(f"{where}: score must be a finite number, got {d['score']!r:.60}")
+        per.setdefault(iid, []).append((values, score, cat))  # type: ignore[arg-type]
+    out: Dict[str, ImageDetections] = {}
+    for iid, dets in per.items():
+        b = np.array([x for x, _, _ in dets], np.float64)
+        boxes = np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], 1).astype(np.float32)
+        out[iid] = (
+            boxes,
+            np.array([s for _, s, _ in dets], np.float64),  # float32 would turn a score of 1e308 into inf
+            np.array([c for _, _, c in dets], np.int64),
+        )
+    return out
+
+
+def read_coco_results(
+    path: str, class_names: Sequence[str], image_ids: Sequence[str]
+) -> Dict[str, ImageDetections]:
+    """Read and validate the COCO results JSON file ``path`` (see :func:`parse_coco_results`)."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise ResultsFormatError(f"cannot read {path}: not a regular file")  # a FIFO would block
+    try:
+        with open(path, encoding="utf-8") as f:
+            items = json.load(f)
+    except OSError as e:
+        raise ResultsFormatError(f"cannot read {path}: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ResultsFormatError(f"{path} is not UTF-8 JSON text: {e}") from e
+    except ValueError as e:  # JSONDecodeError
+        raise ResultsFormatError(f"{path} is not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise ResultsFormatError(f"{path} is not valid COCO results: JSON nested too deeply") from e
+    return parse_coco_results(items, class_names, image_ids, path)
 
 
 @dataclass

@@ -21,28 +21,47 @@ unannotated object is left in a picture.
 
 Every image depends only on ``(seed, split, index)``: ``--train 0 --val 64`` writes the same first 64
 validation images as ``--train 5000 --val 500`` with the same seed.
+
+An interrupted run never leaves a folder that lies about itself. Before the first image the folder gets
+``synth.incomplete.json`` (the new run's parameters) and loses ``synth.json`` and the split files; only
+when every image is written do the split files and ``synth.json`` appear and the marker go. The VOC
+reader refuses a folder with the marker, saying to run the command again. A rerun into a folder that an
+earlier ``nano-data synth`` wrote (complete or not) writes the whole set again, deleting first the
+generated images of other parameters (another seed), so every image present matches the marker. A
+non-empty folder that nano-data did not write is refused (:class:`SynthFolderError`), never mixed into.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import re
 import sys
-from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+from yolo_nano.core.cli import EXIT_INTERRUPTED, CommandError, run_command, warn
 from yolo_nano.core.fileio import atomic_write_bytes
+from yolo_nano.data.voc import INCOMPLETE_MARKER
 
 SHAPE_CLASSES: Tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
 GENERATOR_VERSION = 1
 _SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
 _DIFFICULT_VISIBLE = 0.5
 _MIN_VISIBLE = 0.15
+INFO_FILE = "synth.json"
+# the files write_dataset generates (image_id() names), the only ones a rerun ever deletes
+_GENERATED = re.compile(r"^(train|val|test)_\d{6}\.(jpg|xml)$")
+
+
+class SynthFolderError(ValueError):
+    """``--out`` is a folder nano-data synth must not write into (not empty, not a synthetic set)."""
 
 
 @dataclass(frozen=True)
@@ -293,6 +312,77 @@ def _iter_jobs(n_train: int, n_val: int) -> Iterator[Tuple[str, int]]:
         yield "val", i
 
 
+def run_params(n_train: int, n_val: int, seed: int, config: SynthConfig) -> Dict[str, Any]:
+    """What ``synth.json`` (and the incomplete marker) records about a run; equal params, equal files."""
+    return {
+        "generator": "yolo_nano.data.synth",
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "train": n_train,
+        "val": n_val,
+        "classes": list(config.classes),
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
+    }
+
+
+def _same_images(a: Optional[Dict[str, Any]], b: Dict[str, Any]) -> bool:
+    """Whether runs ``a`` and ``b`` generate identical images for every (split, index) they share."""
+    keys = ("generator", "version", "seed", "classes", "config")
+    return a is not None and all(a.get(k) == b[k] for k in keys)
+
+
+def _read_params(path: str) -> Optional[Dict[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except (OSError, ValueError, RecursionError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def previous_run(out: str) -> Tuple[str, Optional[Dict[str, Any]]]:
+    """What ``out`` holds: ``("new", None)`` missing or without files; ``("incomplete", params)`` an
+    interrupted run; ``("complete", params)`` a finished set (params None when its file is unreadable).
+    :class:`SynthFolderError` for a file, or a folder with files that nano-data synth did not write."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise SynthFolderError(f"{out} is a file, not a folder; choose another --out")
+    if not os.path.isdir(out):
+        return "new", None
+    marker, info = os.path.join(out, INCOMPLETE_MARKER), os.path.join(out, INFO_FILE)
+    if os.path.lexists(marker):
+        return "incomplete", _read_params(marker)
+    if os.path.lexists(info):
+        return "complete", _read_params(info)
+    for _, _, files in os.walk(out):
+        if files:
+            raise SynthFolderError(
+                f"{out} already holds files and no {INFO_FILE}: it is not a set nano-data synth wrote; "
+                "choose a new or empty folder for --out"
+            )
+    return "new", None
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _start(out: str, params: Dict[str, Any]) -> None:
+    """Mark ``out`` incomplete for run ``params`` and remove what would describe another run."""
+    state, before = previous_run(out)
+    os.makedirs(out, exist_ok=True)
+    atomic_write_bytes(os.path.join(out, INCOMPLETE_MARKER), (json.dumps(params, indent=2) + "\n").encode())
+    _remove(os.path.join(out, INFO_FILE))
+    for split in ("train", "val"):
+        _remove(os.path.join(out, "ImageSets", "Main", split + ".txt"))
+    if state != "new" and not _same_images(before, params):
+        for sub in ("JPEGImages", "Annotations"):
+            folder = os.path.join(out, sub)
+            for name in os.listdir(folder) if os.path.isdir(folder) else ():
+                if _GENERATED.match(name):
+                    _remove(os.path.join(folder, name))
+
+
 def write_dataset(
     out: str,
     n_train: int,
@@ -301,9 +391,14 @@ def write_dataset(
     config: SynthConfig = SynthConfig(),
     progress: bool = True,
 ) -> str:
-    """Write a synthetic VOC-layout set to ``out`` (see the module docstring); returns ``out``."""
+    """Write a synthetic VOC-layout set to ``out`` (see the module docstring); returns ``out``.
+
+    :class:`SynthFolderError` when ``out`` holds files nano-data synth did not write.
+    """
     if n_train < 0 or n_val < 0 or n_train + n_val == 0:
         raise ValueError(f"need a positive number of images (got --train {n_train} --val {n_val})")
+    params = run_params(n_train, n_val, seed, config)
+    _start(out, params)
     for sub in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main")):
         os.makedirs(os.path.join(out, sub), exist_ok=True)
     ids = {"train": [], "val": []}  # type: dict
@@ -329,25 +424,28 @@ def write_dataset(
                 os.path.join(out, "ImageSets", "Main", split + ".txt"), ("\n".join(lst) + "\n").encode()
             )
     atomic_write_bytes(os.path.join(out, "classes.txt"), ("\n".join(config.classes) + "\n").encode())
-    info = {
-        "generator": "yolo_nano.data.synth",
-        "version": GENERATOR_VERSION,
-        "seed": seed,
-        "train": n_train,
-        "val": n_val,
-        "classes": list(config.classes),
-    }
-    atomic_write_bytes(os.path.join(out, "synth.json"), (json.dumps(info, indent=2) + "\n").encode())
+    # last: synth.json appears only when every image it describes is on disk; then the marker goes
+    atomic_write_bytes(os.path.join(out, INFO_FILE), (json.dumps(params, indent=2) + "\n").encode())
+    _remove(os.path.join(out, INCOMPLETE_MARKER))
     return out
 
 
+def _describe(params: Optional[Dict[str, Any]]) -> str:
+    if params is None:
+        return "unknown parameters"
+    return f"seed {params.get('seed')!r}, {params.get('train')!r} train + {params.get('val')!r} val"
+
+
 # ---------------------------------------------------------------------------------------------- CLI
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``nano-data synth --out DIR --train N --val M --seed S``."""
+def _main(argv: Optional[Sequence[str]]) -> int:
     parser = argparse.ArgumentParser(prog="nano-data", description="Data set tools for yolo-nano-edge.")
     sub = parser.add_subparsers(dest="command")
     p = sub.add_parser("synth", help="write a synthetic shapes detection set in the Pascal VOC layout")
-    p.add_argument("--out", required=True, help="output folder (created; existing files are overwritten)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder: new, empty, or one nano-data synth wrote before (then written again)",
+    )
     p.add_argument("--train", type=int, default=2000, help="training images (default 2000)")
     p.add_argument("--val", type=int, default=200, help="validation images (default 200)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same images")
@@ -355,21 +453,39 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.command != "synth":
         parser.print_usage(sys.stderr)
-        print("nano-data: error: choose a command (synth)", file=sys.stderr)
-        return 2
+        raise CommandError("choose a command (synth)")
     if args.train < 0 or args.val < 0 or args.train + args.val == 0:
-        print(
-            f"nano-data: error: --train and --val must be >= 0 and not both 0 (got {args.train}, {args.val})",
-            file=sys.stderr,
+        raise CommandError(f"--train and --val must be >= 0 and not both 0 (got {args.train}, {args.val})")
+    params = run_params(args.train, args.val, args.seed, SynthConfig())
+    try:
+        state, before = previous_run(args.out)
+    except SynthFolderError as e:
+        raise CommandError(str(e)) from e
+    if state == "incomplete":
+        warn(
+            "nano-data",
+            f"{args.out}: an earlier nano-data synth ({_describe(before)}) was interrupted; writing the set again",
         )
-        return 2
+    elif state == "complete" and not _same_images(before, params):
+        warn("nano-data", f"{args.out}: replacing the synthetic set there ({_describe(before)})")
     try:
         write_dataset(args.out, args.train, args.val, args.seed, progress=not args.no_progress)
     except OSError as e:
-        print(f"nano-data: error: cannot write {args.out}: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(
+            f"cannot write {args.out}: {e}; it is marked incomplete ({INCOMPLETE_MARKER}) until a run finishes"
+        ) from e
+    except KeyboardInterrupt:
+        raise CommandError(
+            f"interrupted: {args.out} is incomplete ({INCOMPLETE_MARKER}); run the same command again to finish it",
+            EXIT_INTERRUPTED,
+        ) from None
     print(f"wrote {args.train} train + {args.val} val images to {args.out}")
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``nano-data synth --out DIR --train N --val M --seed S``; exit 0, 2 bad input, 130 interrupted."""
+    return run_command("nano-data", _main, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,16 +18,20 @@ few examples) and the caller prints :meth:`VOCReport.summary`; with ``strict=Tru
 raises :class:`VOCError` instead.
 
 * object of an unknown class -> object skipped (``unknown_class``)
-* box with xmax < xmin or ymax < ymin, or entirely outside the image -> object skipped (``broken_box``)
+* box with a missing, non-numeric or non-finite coordinate (``nan``, ``inf``, ``1e999``), with
+  xmax < xmin or ymax < ymin, or entirely outside the image -> object skipped (``broken_box``)
 * box partly outside the image -> clipped to it (``clipped_box``)
 * annotation file empty, malformed or unsafe XML -> image skipped (``bad_annotation``)
 * annotation or image file missing -> image skipped (``missing_file``)
 * annotation with no objects -> image kept as a negative (``no_objects``, informational)
-* image that does not decode -> :func:`read_image` raises :class:`VOCError` (the data loaders count it)
+* a folder holding ``synth.incomplete.json`` (an interrupted ``nano-data synth``) -> :class:`VOCError`
+* images are decoded by the one image reader, :func:`yolo_nano.core.images.read_image` (EXIF orientation
+  applied; an unreadable, corrupt or oversized image raises its ``ImageReadError``, a ``ValueError``)
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -40,6 +44,9 @@ from yolo_nano.core.metadata import VOC_CLASSES
 PROBLEM_KINDS = ("unknown_class", "broken_box", "clipped_box", "bad_annotation", "missing_file", "no_objects")
 _WARNING_KINDS = PROBLEM_KINDS[:-1]
 _EXAMPLES = 5
+#: Present in a folder that ``nano-data synth`` is writing (or was interrupted writing): not a usable set.
+INCOMPLETE_MARKER = "synth.incomplete.json"
+_MAX_SIDE = 1 << 20  # pixels: a size or coordinate beyond this is corrupt, not a photo
 
 
 class VOCError(ValueError):
@@ -157,8 +164,13 @@ def read_split_ids(root: str, split: str) -> List[str]:
             if f.endswith(".txt") and "_" not in f
         )
         raise VOCError(f"{path}: no such split file; splits here: {', '.join(have) or 'none'}")
-    with open(path, encoding="utf-8") as f:
-        return [line.split()[0] for line in f if line.strip()]
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.split()[0] for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise VOCError(
+            f"{path}: cannot read split file ({type(e).__name__}: {e}); write it again as UTF-8 text"
+        ) from e
 
 
 def _text(node, tag: str) -> Optional[str]:  # noqa: ANN001 - an ElementTree element
@@ -167,10 +179,28 @@ def _text(node, tag: str) -> Optional[str]:  # noqa: ANN001 - an ElementTree ele
 
 
 def _number(node, tag: str) -> float:  # noqa: ANN001
+    """The number in ``<tag>``; ValueError naming the tag when it is missing, not a number, NaN/inf or
+    beyond :data:`_MAX_SIDE` (``float`` accepts "nan" and "1e999", which would otherwise enter the
+    ground truth, and 1e300 would become inf in the float32 boxes)."""
     value = _text(node, tag)
     if value is None:
         raise ValueError(f"<{tag}> missing")
-    return float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"<{tag}> is {value[:40]!r}, not a number") from None
+    if not math.isfinite(number) or abs(number) > _MAX_SIDE:
+        raise ValueError(f"<{tag}> is {value[:40]!r}, not a finite pixel coordinate (|v| <= {_MAX_SIDE})")
+    return number
+
+
+def _image_side(size, tag: str) -> int:  # noqa: ANN001
+    """``<size><tag>`` as whole pixels, 0 when absent or unusable (then boxes are not clipped)."""
+    try:
+        side = _number(size, tag) if size is not None else 0.0
+    except ValueError:
+        return 0
+    return int(side) if side > 0 else 0
 
 
 def parse_annotation(
@@ -198,14 +228,13 @@ def parse_annotation(
     except FileNotFoundError:
         problem("missing_file", f"{path}: annotation file missing")
         return None
-    except (ParseError, DefusedXmlException, OSError) as e:
-        problem("bad_annotation", f"{path}: unreadable XML ({type(e).__name__}: {e})")
+    except (ParseError, DefusedXmlException, OSError, LookupError, ValueError) as e:
+        # LookupError/ValueError: an <?xml encoding=...?> Python has no decoder for (rot13, utf-32, idna)
+        problem("bad_annotation", f"{path}: unreadable XML ({type(e).__name__}: {str(e)[:200]})")
         return None
     size = root.find("size")
-    try:
-        width = int(_number(size, "width")) if size is not None else 0
-        height = int(_number(size, "height")) if size is not None else 0
-    except ValueError:
+    width, height = _image_side(size, "width"), _image_side(size, "height")
+    if not (width and height):
         width = height = 0
     boxes: List[List[float]] = []
     labels: List[int] = []
@@ -263,6 +292,12 @@ def load_split(
 ) -> VOCSet:
     """Read split ``split`` of every VOC root under ``data`` (see :func:`find_voc_roots`)."""
     roots = find_voc_roots(data)
+    for root in roots:
+        if os.path.lexists(os.path.join(root, INCOMPLETE_MARKER)):
+            raise VOCError(
+                f"{root}: incomplete data set: a `nano-data synth` writing it was interrupted ({INCOMPLETE_MARKER} "
+                "is there); run the same nano-data synth command again to finish it, or delete the folder"
+            )
     names = tuple(class_names) if class_names is not None else read_class_names(data)
     usable = [r for r in roots if os.path.isfile(os.path.join(r, "ImageSets", "Main", split + ".txt"))]
     if not usable:
@@ -291,19 +326,3 @@ def load_split(
     if not records:
         raise VOCError(f"{data}: split {split!r} has no usable images\n{report.summary()}")
     return VOCSet(records, names, report, usable)
-
-
-def read_image(path: str) -> np.ndarray:
-    """Decode an image file to BGR uint8 HxWx3; :class:`VOCError` when it is missing or undecodable."""
-    import cv2
-
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as e:
-        raise VOCError(f"{path}: cannot read image: {e}") from e
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise VOCError(
-            f"{path}: not a decodable image (corrupt or not JPEG/PNG); remove it from the split file"
-        )
-    return image

@@ -1,6 +1,7 @@
 """``nano-build`` (ONNX -> TensorRT engine + identity record) and ``nano-engine info`` (what an engine is).
 
-Exit codes: 0 done, 2 bad input (one-line error), 3 TensorRT (or the GPU) is not available here.
+Exit codes: 0 done, 2 bad input (one-line error), 3 TensorRT (or the GPU) is not available here or
+its release is not supported, 130 interrupted (Ctrl-C; nothing is written).
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from typing import List, Optional
 
 from yolo_nano.calibration.cli import fail, show_warnings_plainly
 
-from .device import GpuUnavailable, TensorRTUnavailable, tensorrt_available
+from .device import GpuUnavailable, TensorRTUnavailable, import_tensorrt, tensorrt_available
 from .identity import EngineMismatchError, EngineRecordError, read_record
-from .plan import DEFAULT_CALIB_ALGO, PRECISIONS, BuildError, BuildRequest, prepare
+from .plan import DEFAULT_CALIB_ALGO, PRECISIONS, BuildError, BuildPlan, BuildRequest, finalize, prepare
+from .trt_versions import UnsupportedTensorRT, check_version
 
 EXIT_BAD_INPUT = 2
 EXIT_NO_TENSORRT = 3
+EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,13 +66,59 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ENGINE",
         help="output engine (default: <onnx stem>-<precision>-b<N>.engine)",
     )
+    p.add_argument(
+        "--strongly-typed", action="store_true",
+        help="TensorRT 10: build a strongly typed network (fp16 from an FP16 copy of the model, int8 from a Q/DQ "
+        "model calibrated from --calib-images); TensorRT 11 always does",
+    )  # fmt: skip
     p.add_argument("--explain", action="store_true", help="validate and print the build plan, build nothing")
+    p.add_argument("--json", action="store_true", help="with --explain: the whole plan as JSON")
+    p.add_argument(
+        "--tensorrt-version", metavar="V",
+        help="with --explain: plan for this TensorRT release (default: the installed one, if any)",
+    )  # fmt: skip
     return p
+
+
+def _explain(plan: BuildPlan, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(plan.to_dict(), indent=2))
+        return
+    meta = plan.metadata
+    print(f"model:      {meta.arch}, {meta.num_classes} classes, input {list(plan.input_shape)}"
+          + (" (dynamic batch)" if plan.dynamic_batch else ""))  # fmt: skip
+    if plan.profile is not None:
+        print(
+            f"profile:    min {list(plan.profile[0])}, opt {list(plan.profile[1])}, max {list(plan.profile[2])}"
+        )
+    r = plan.request
+    print(
+        "device:     "
+        + ("GPU" if r.dla is None else f"DLA core {r.dla}" + (" + GPU fallback" if r.gpu_fallback else ""))
+    )
+    trt_line = plan.tensorrt_version or "not known here (--tensorrt-version V plans for one)"
+    print(f"tensorrt:   {trt_line}" + (f", {plan.typing}ly typed" if plan.typing else ""))
+    print(f"precision:  {plan.precision}" + (f" ({plan.int8_mode})" if plan.int8_mode else "")
+          + (f", TensorRT parses the {plan.network_onnx} ONNX" if plan.network_onnx != "as given" else ""))  # fmt: skip
+    if plan.cache_path:
+        print(f"cache:      {plan.cache_path} ({plan.calib_algo})")
+    print(f"output:     {plan.output} (+ {plan.output}.json)")
+    for note in plan.notes:
+        print(f"note:       {note}")
+    print(f"command:    {plan.command()}")
 
 
 def build_main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``nano-build``."""
     args = build_parser().parse_args(argv)
+    try:
+        return _build_main(args)
+    except KeyboardInterrupt:
+        print("nano-build: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _build_main(args: argparse.Namespace) -> int:
     show_warnings_plainly()
     request = BuildRequest(
         onnx=args.onnx,
@@ -85,34 +134,36 @@ def build_main(argv: Optional[List[str]] = None) -> int:
         batch=args.batch,
         output=args.output,
         max_calib_images=args.max_calib_images,
+        strongly_typed=args.strongly_typed,
     )
+    if (args.json or args.tensorrt_version) and not args.explain:
+        return fail("nano-build", "--json and --tensorrt-version only apply with --explain")
     try:
         plan = prepare(request)
+        if args.explain:
+            version = args.tensorrt_version or (
+                str(import_tensorrt().__version__) if tensorrt_available() else None
+            )
+            if version is not None:
+                finalize(plan, check_version(version))
+            _explain(plan, args.json)
+            return 0
     except BuildError as e:
         return fail("nano-build", str(e))
-    if args.explain:
-        meta = plan.metadata
-        print(f"model:      {meta.arch}, {meta.num_classes} classes, input {list(plan.input_shape)}"
-              + (" (dynamic batch)" if plan.dynamic_batch else ""))  # fmt: skip
-        print(f"precision:  {plan.precision}" + (f" ({plan.int8_mode})" if plan.int8_mode else ""))
-        if plan.cache_path:
-            print(f"cache:      {plan.cache_path} ({plan.calib_algo})")
-        print(f"output:     {plan.output} (+ {plan.output}.json)")
-        for note in plan.notes:
-            print(f"note:       {note}")
-        print(f"command:    {plan.command()}")
-        return 0
-    if not tensorrt_available():
+    except UnsupportedTensorRT as e:
+        return fail("nano-build", str(e), EXIT_BAD_INPUT if args.tensorrt_version else EXIT_NO_TENSORRT)
+    try:
+        import_tensorrt()
+    except TensorRTUnavailable as e:
         return fail(
             "nano-build",
-            "TensorRT is required to build engines and is not installed here (it ships with JetPack on a Jetson; "
-            f"on x86: pip install tensorrt). The request is valid; run it there: {plan.command()}",
+            f"{e}. The request is valid; run it where TensorRT is: {plan.command()}",
             EXIT_NO_TENSORRT,
         )
     from .builder import build_engine
 
     try:
-        build_engine(plan)
+        build_engine(plan, exit_on_interrupt=True)
     except BuildError as e:
         return fail("nano-build", str(e))
     except (TensorRTUnavailable, GpuUnavailable) as e:

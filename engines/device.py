@@ -14,6 +14,10 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
+from .cuda_context import PrimaryContext as PrimaryContext  # moved there; re-exported for callers
+from .trt_versions import TensorRTUnavailable as TensorRTUnavailable  # defined there; re-exported
+from .trt_versions import check_version, tensorrt_path
+
 #: JetPack release for an L4T release, for boards where the nvidia-jetpack package is not installed.
 L4T_TO_JETPACK = {
     "35.1.0": "5.0.2",
@@ -28,13 +32,10 @@ L4T_TO_JETPACK = {
 }
 
 TENSORRT_REQUIRED = (
-    "TensorRT is required for this (it ships with JetPack on a Jetson: `sudo apt install python3-libnvinfer`; "
-    "on an x86 GPU machine: `pip install tensorrt`)"
+    "TensorRT is required for this (on a Jetson it ships with JetPack: `sudo apt install python3-libnvinfer`; "
+    "on an x86 GPU machine: pip install 'tensorrt-cu12==10.16.1.11' or 'tensorrt-cu12==11.4.0.106'; supported: "
+    "TensorRT 8.5-8.6, 10.0-10.16, 11.0-11.4)"
 )
-
-
-class TensorRTUnavailable(ImportError):
-    """TensorRT (or pycuda) is not importable here."""
 
 
 class GpuUnavailable(RuntimeError):
@@ -45,7 +46,9 @@ def import_tensorrt() -> Any:
     """Import and return the ``tensorrt`` module, or raise :class:`TensorRTUnavailable` saying what to do.
 
     A ``tensorrt`` folder without the real bindings (e.g. left by the ``tensorrt-stubs`` package) counts
-    as missing.
+    as missing; a release outside the supported range raises
+    :class:`~yolo_nano.engines.trt_versions.UnsupportedTensorRT` (a :class:`TensorRTUnavailable`) naming
+    it and what is supported.
     """
     try:
         import tensorrt as trt
@@ -55,11 +58,12 @@ def import_tensorrt() -> Any:
         raise TensorRTUnavailable(
             f"{TENSORRT_REQUIRED}: the importable 'tensorrt' has no bindings (stubs only?)"
         )
+    check_version(str(trt.__version__))
     return trt
 
 
 def tensorrt_available() -> bool:
-    """True when the real TensorRT bindings import (for pytest skips)."""
+    """True when real TensorRT bindings of a supported release import (for pytest skips)."""
     try:
         import_tensorrt()
     except ImportError:
@@ -182,54 +186,23 @@ def fast_precisions_for(compute_capability: str) -> Tuple[bool, bool]:
 
 def capabilities_from_builder(trt: Any, builder: Any, gpu: GpuInfo) -> DeviceCapabilities:
     """Read :class:`DeviceCapabilities` from a ``tensorrt.Builder`` on the queried GPU."""
-    fp16, int8 = fast_precisions_for(gpu.compute_capability)
-    fp16 = bool(getattr(builder, "platform_has_fast_fp16", fp16))
-    int8 = bool(getattr(builder, "platform_has_fast_int8", int8))
+    version = str(trt.__version__)
+    if check_version(version).major == 8:
+        fp16, int8 = _fast_precisions_from_builder(builder)
+    else:  # platform_has_fast_* are deprecated in 10 and gone in 11: the compute capability says it
+        fp16, int8 = fast_precisions_for(gpu.compute_capability)
     return DeviceCapabilities(
-        tensorrt_version=str(trt.__version__),
+        tensorrt_version=version,
         gpu_name=gpu.name,
         compute_capability=gpu.compute_capability,
         fast_fp16=fp16,
         fast_int8=int8,
-        num_dla_cores=int(getattr(builder, "num_DLA_cores", 0)),
+        num_dla_cores=int(builder.num_DLA_cores),
         integrated=gpu.integrated,
     )
 
 
-class PrimaryContext:
-    """The CUDA device's primary context, retained once and pushed/popped around each use.
-
-    A CUDA context is current per thread; pycuda's ``autoinit`` makes one for the importing thread only,
-    which gives the common "invalid device context" error when inference runs in another thread. The
-    primary context is the one the CUDA runtime (and TensorRT) use, so retaining it shares state with
-    them. Use as ``with ctx: ...``; re-entrant; :meth:`detach` releases it.
-    """
-
-    def __init__(self, device: int = 0) -> None:
-        try:
-            import pycuda.driver as cuda
-        except ImportError as e:
-            raise TensorRTUnavailable(
-                f"pycuda is required to run TensorRT engines from Python (`pip install pycuda` with "
-                f"/usr/local/cuda/bin on PATH): {e}"
-            ) from e
-        self._cuda = cuda
-        cuda.init()
-        self.device = cuda.Device(device)
-        self._ctx: Any = self.device.retain_primary_context()
-        self._depth = 0
-
-    def __enter__(self) -> PrimaryContext:
-        self._ctx.push()
-        self._depth += 1
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._depth -= 1
-        self._cuda.Context.pop()
-
-    def detach(self) -> None:
-        """Release the retained context (after freeing everything allocated in it)."""
-        if self._ctx is not None:
-            self._ctx.detach()
-            self._ctx = None
+@tensorrt_path(8)
+def _fast_precisions_from_builder(builder: Any) -> Tuple[bool, bool]:
+    """TensorRT 8.x's own answer (``platform_has_fast_*``)."""
+    return bool(builder.platform_has_fast_fp16), bool(builder.platform_has_fast_int8)

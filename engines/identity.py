@@ -6,11 +6,18 @@ match"). The record says what built it (TensorRT, GPU, compute capability, JetPa
 and from what (ONNX sha256, preprocessing, input shape, the ONNX's full model metadata). The runtime
 reads the model metadata from here, and :func:`check_compatible` refuses a mismatched engine with the
 command that rebuilds it.
+
+Records are untrusted input (copied between boards, edited by hand): :meth:`EngineIdentity.from_dict`
+checks every field's type and range, so ``"batch": 1e400``, a list where a hash belongs or the wrong
+type anywhere gives one :class:`EngineRecordError` line, never an OverflowError or a wrong value shown
+as if valid.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
@@ -20,6 +27,8 @@ from yolo_nano.core.metadata import MetadataError, ModelMetadata
 
 RECORD_FORMAT = 1
 RECORD_SUFFIX = ".json"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_MAX_DIM = 1 << 20
 
 
 class EngineRecordError(ValueError):
@@ -46,8 +55,12 @@ class EngineIdentity:
     ``precision``: ``fp32`` | ``fp16`` | ``int8``; ``quantization``: ``none`` | ``calibrated`` (implicit
     INT8 with a calibration cache) | ``qdq`` (explicit INT8 from a Q/DQ ONNX). ``input_shape``: the
     (N, 3, H, W) the engine runs with the largest batch (``dynamic_batch`` True: any batch 1..N).
-    ``calibration``: ``{cache_path, cache_sha256, algorithm, num_images}`` for calibrated engines.
-    ``metadata``: ``ModelMetadata.to_dict()`` of the ONNX.
+    ``calibration``: ``{cache_path, cache_sha256, kind, algorithm, num_images, batch}`` for INT8 engines
+    calibrated by nano-build (``kind``: ``tensorrt-cache`` or ``qdq-onnx``). ``metadata``:
+    ``ModelMetadata.to_dict()`` of the ONNX. ``typing``: ``weak`` | ``strong`` network; ``network_onnx``:
+    what TensorRT parsed (``as given``, an ``fp16`` copy, a ``qdq`` model derived from calibration
+    images). ``profile``: the optimisation profile [min, opt, max] shapes (DLA: all the same, the runtime
+    pads short batches). ``placement``: for DLA builds, ``{dla: [...], gpu: [...], source}`` layer names.
     """
 
     tensorrt_version: str
@@ -73,6 +86,10 @@ class EngineIdentity:
     build_seconds: Optional[float] = None
     engine_sha256: Optional[str] = None
     engine_bytes: Optional[int] = None
+    typing: str = "weak"
+    network_onnx: str = "as given"
+    profile: Optional[List[List[int]]] = None
+    placement: Optional[Dict[str, Any]] = None
     format_version: int = RECORD_FORMAT
     extra: Dict[str, Any] = field(default_factory=dict)
 
@@ -81,18 +98,23 @@ class EngineIdentity:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "<record>") -> EngineIdentity:
+        """Validate a record document; raises :class:`EngineRecordError` (one line) on any bad field."""
         names = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - names)
         try:
-            kwargs = {k: v for k, v in d.items() if k in names}
-            ident = cls(**kwargs)
-        except TypeError as e:
-            raise EngineRecordError(f"{source}: malformed engine identity record ({e})") from e
-        if int(ident.format_version) > RECORD_FORMAT:
+            _validate(d)
+            ident = cls(**{k: v for k, v in d.items() if k in names})
+        except (TypeError, ValueError) as e:
+            raise EngineRecordError(f"{source}: invalid engine identity record: {e}") from e
+        if ident.format_version > RECORD_FORMAT:
             raise EngineRecordError(
                 f"{source}: record format {ident.format_version} is newer than this yolo-nano-edge understands "
                 f"({RECORD_FORMAT}); upgrade yolo-nano-edge"
             )
+        try:
+            ModelMetadata.from_dict(ident.metadata)
+        except MetadataError as e:
+            raise EngineRecordError(f"{source}: engine record holds invalid model metadata: {e}") from e
         if unknown:
             ident.extra.setdefault("unknown_fields", unknown)
         return ident
@@ -124,7 +146,9 @@ class EngineIdentity:
             f"JetPack / L4T:    {self.jetpack or '-'} / {self.l4t or '-'}",
             f"DLA:              {dla}",
             f"input:            {meta.get('input_name', 'images')} {self.input_shape}"
-            + (" (dynamic batch 1..N)" if self.dynamic_batch else ""),
+            + (" (dynamic batch 1..N)" if self.dynamic_batch else "")
+            + (" (static profile: shorter batches are padded)" if self.dla_core is not None else ""),
+            f"network:          {self.typing}ly typed, TensorRT parsed {self.network_onnx} ONNX",
             f"model:            {meta.get('arch')} with {len(meta.get('class_names', []))} classes, "
             f"outputs {[h.get('name') for h in meta.get('heads', [])]}",
             f"ONNX:             {self.onnx_path} (sha256 {self.onnx_sha256[:16]})",
@@ -135,6 +159,14 @@ class EngineIdentity:
                 f"calibration:      {c.get('algorithm')} cache {c.get('cache_path')} "
                 f"(sha256 {str(c.get('cache_sha256'))[:16]}, {c.get('num_images') or '?'} images)"
             )
+        if self.placement:
+            p = self.placement
+            gpu = p.get("gpu") or []
+            lines.append(
+                f"placement:        {len(p.get('dla') or [])} DLA loadable(s), {len(gpu)} GPU layer(s)"
+                + (f" ({', '.join(gpu[:6])}{' ...' if len(gpu) > 6 else ''})" if gpu else "")
+                + f" [from the {p.get('source', '?')}]"
+            )
         lines += [
             f"workspace:        {self.workspace_mb if self.workspace_mb is not None else 'default'} MiB",
             f"built:            {self.build_time} on {self.host}"
@@ -142,6 +174,80 @@ class EngineIdentity:
             f"rebuild with:     {self.build_command}",
         ]
         return lines
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_int(v: Any, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _check(d: Mapping[str, Any], name: str, ok: Any, what: str, required: bool = False) -> None:
+    if name not in d or d[name] is None:
+        if required:
+            raise ValueError(f"'{name}' is missing")
+        return
+    if not ok(d[name]):
+        raise ValueError(f"'{name}' must be {what}, got {_short(d[name])}")
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str) and len(v) <= 4096
+
+
+def _is_seconds(v: Any) -> bool:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    return 0 <= v <= 1e9 and (isinstance(v, int) or math.isfinite(v))  # no float() of a 400-digit int
+
+
+def _is_shape(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 4 and all(_is_int(x, 1, _MAX_DIM) for x in v)
+
+
+def _validate(d: Mapping[str, Any]) -> None:
+    """Type and range of every field (raises ValueError naming the first bad one)."""
+    for name in ("tensorrt_version", "gpu_name", "compute_capability", "onnx_path", "build_command"):
+        _check(d, name, _is_str, "a string", required=True)
+    for name in ("jetpack", "l4t", "host", "build_time", "network_onnx"):
+        _check(d, name, _is_str, "a string")
+    _check(d, "precision", lambda v: v in ("fp32", "fp16", "int8"), "fp32, fp16 or int8", required=True)
+    _check(d, "quantization", lambda v: v in ("none", "calibrated", "qdq"), "none, calibrated or qdq")
+    _check(d, "typing", lambda v: v in ("weak", "strong"), "weak or strong")
+    _check(
+        d, "onnx_sha256", lambda v: isinstance(v, str) and bool(_HEX64.match(v)), "a sha256", required=True
+    )
+    _check(d, "engine_sha256", lambda v: isinstance(v, str) and bool(_HEX64.match(v)), "a sha256")
+    _check(d, "input_shape", _is_shape, "[N, 3, H, W] positive integers", required=True)
+    _check(d, "profile", lambda v: isinstance(v, list) and len(v) == 3 and all(map(_is_shape, v)),
+           "three [N, 3, H, W] shapes")  # fmt: skip
+    for name in ("dynamic_batch", "gpu_fallback"):
+        _check(d, name, lambda v: isinstance(v, bool), "true or false")
+    _check(d, "dla_core", lambda v: _is_int(v, 0, 64), "a DLA core index")
+    _check(d, "workspace_mb", lambda v: _is_int(v, 1, 1 << 30), "a positive number of MiB")
+    _check(d, "engine_bytes", lambda v: _is_int(v, 0, 1 << 44), "a size in bytes")
+    _check(d, "format_version", lambda v: _is_int(v, 0, 1 << 20), "an integer")
+    _check(d, "build_seconds", _is_seconds, "a finite number of seconds")
+    for name in ("metadata", "preprocess"):
+        _check(d, name, lambda v: isinstance(v, dict), "a JSON object", required=True)
+    _check(d, "extra", lambda v: isinstance(v, dict), "a JSON object")
+    _check(d, "placement", lambda v: isinstance(v, dict) and all(
+        isinstance(v.get(k, []), list) and all(_is_str(x) for x in v.get(k, [])) for k in ("dla", "gpu")
+    ), "{dla: [names], gpu: [names]}")  # fmt: skip
+    cal = d.get("calibration")
+    if cal is not None:
+        if not isinstance(cal, dict):
+            raise ValueError(f"'calibration' must be a JSON object, got {_short(cal)}")
+        _check(cal, "cache_path", _is_str, "a string (calibration.cache_path)", required=True)
+        _check(cal, "cache_sha256", lambda v: isinstance(v, str) and bool(_HEX64.match(v)),
+               "a sha256 (calibration.cache_sha256)")  # fmt: skip
+        _check(cal, "algorithm", _is_str, "a string (calibration.algorithm)")
+        _check(cal, "kind", _is_str, "a string (calibration.kind)")
+        for name in ("num_images", "batch"):
+            _check(cal, name, lambda v: _is_int(v, 0, 10**9), f"a count (calibration.{name})")
 
 
 def write_record(engine_path: PathLike, identity: EngineIdentity) -> str:
@@ -159,7 +265,10 @@ def read_record(engine_path: PathLike) -> EngineIdentity:
             f"{os.fspath(engine_path)} has no identity record {path}: build engines with `nano-build`, "
             "which writes it (the record carries the model metadata the runtime needs)"
         )
-    d = read_json_object(path, EngineRecordError, "engine identity record")
+    try:
+        d = read_json_object(path, EngineRecordError, "engine identity record")
+    except RecursionError:
+        raise EngineRecordError(f"{path}: invalid engine identity record (JSON nested too deeply)") from None
     return EngineIdentity.from_dict(d, source=path)
 
 

@@ -4,6 +4,13 @@ With ``ProfilingVerbosity.DETAILED`` (``nano-build`` sets it) each layer lists i
 with a ``Format/Datatype`` string such as ``"Row major linear FP32"`` or ``"Channel major FP16 format
 where channel % 2 == 0"`` or ``"Thirty-two wide channel vectorized row major Int8 format"``; the
 precision of a layer is the data type of its first output (else its first input).
+
+Placement (DLA builds): DLA subgraphs appear as one layer each, a DLA loadable named
+``{ForeignNode[first...last]}``; everything else of a DLA build runs on the GPU. Reformat layers copy
+tensors across the DLA/GPU boundary and are counted apart (they are not fallback). NVIDIA documents the
+ForeignNode naming; the exact ``LayerType`` string of a DLA layer is not documented, so any type
+containing "DLA" or "Foreign" counts too. Unverified on a board: ``nano-build`` prefers TensorRT's own
+"[DlaLayer]"/"[GpuLayer]" build log lines when it printed them.
 """
 
 from __future__ import annotations
@@ -54,6 +61,25 @@ def layer_precisions(info: Any) -> List[Tuple[str, str, str]]:
                 break
         rows.append((name, kind, precision))
     return rows
+
+
+def layer_placement(info: Any, dla_build: bool = True) -> Dict[str, List[str]]:
+    """``{"dla": [...], "gpu": [...], "reformat": [...]}`` layer names of an inspector document."""
+    doc = json.loads(info) if isinstance(info, (str, bytes)) else info
+    layers = doc.get("Layers", []) if isinstance(doc, dict) else doc
+    out: Dict[str, List[str]] = {"dla": [], "gpu": [], "reformat": []}
+    for layer in layers if isinstance(layers, list) else []:
+        name = str(layer.get("Name", "?")) if isinstance(layer, dict) else str(layer)
+        kind = str(layer.get("LayerType", "")) if isinstance(layer, dict) else ""
+        if kind.lower() in ("reformat", "noop") or name.startswith("Reformatting CopyNode"):
+            out["reformat"].append(name)
+        elif dla_build and (
+            "dla" in kind.lower() or "foreign" in kind.lower() or name.startswith("{ForeignNode[")
+        ):
+            out["dla"].append(name)
+        else:
+            out["gpu"].append(name)
+    return out
 
 
 def precision_counts(rows: List[Tuple[str, str, str]]) -> Dict[str, int]:

@@ -1,7 +1,12 @@
 """Every ``nano-build`` decision that needs no TensorRT: argument checks, output naming, batch and
-optimisation profile, device capability checks, Q/DQ detection and the INT8 calibration plan.
+optimisation profile (static for DLA), device capability checks, network typing and the INT8 strategy
+per TensorRT release, and the calibration cache plan.
 
-:mod:`yolo_nano.engines.builder` only turns a :class:`BuildPlan` into TensorRT calls.
+Two steps: :func:`prepare` validates the request against its ONNX model; :func:`finalize` settles what
+depends on the TensorRT release (:class:`~yolo_nano.engines.trt_versions.TensorRTApi`): weak or strong
+typing, which INT8 path, the cache check with the TensorRT version, Q/DQ-on-DLA refusals. The builder
+calls both; ``nano-build --explain [--tensorrt-version V]`` prints the result. :mod:`.builder` only
+turns a :class:`BuildPlan` into TensorRT calls.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import os
 import shlex
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from yolo_nano.calibration.batcher import CalibrationDataError, list_calibration_images
 from yolo_nano.calibration.cache import (
@@ -23,12 +28,19 @@ from yolo_nano.calibration.cache import (
 from yolo_nano.calibration.quantize import is_qdq_model, tensorrt_qdq_problems
 from yolo_nano.core.fileio import sha256_file
 from yolo_nano.core.metadata import MetadataError, ModelMetadata, read_onnx_metadata
+from yolo_nano.core.modelfiles import ENGINE_SUFFIXES
 
 from .device import DeviceCapabilities
+from .trt_versions import TensorRTApi
 
 PRECISIONS = ("fp32", "fp16", "int8")
-ENGINE_SUFFIXES = (".engine", ".trt", ".plan")
 DEFAULT_CALIB_ALGO = "entropy"
+#: ``int8_mode`` values: a given Q/DQ model; implicit calibration (weak typing) from images or a cache;
+#: a Q/DQ model derived from the images (strong typing), made now or reused.
+INT8_MODES = ("qdq", "calibrate", "reuse-cache", "quantize", "reuse-qdq")
+QDQ_ANY_TENSORRT = "any"  # the tensorrt_version of a derived Q/DQ ONNX's identity: no TensorRT involved
+
+Shape = Tuple[int, ...]
 
 
 class BuildError(ValueError):
@@ -52,15 +64,19 @@ class BuildRequest:
     batch: Optional[int] = None
     output: Optional[str] = None
     max_calib_images: Optional[int] = None
+    strongly_typed: bool = False
 
 
 @dataclass
 class BuildPlan:
     """A validated request with everything resolved.
 
-    ``int8_mode``: ``None`` (fp32/fp16), ``"qdq"`` (explicit Q/DQ ONNX, no calibrator), ``"calibrate"``
-    (run the calibrator over ``calib_images`` and write ``cache_path``) or ``"reuse-cache"``.
-    ``profile``: (min, opt, max) input shapes for a dynamic-batch ONNX, else None.
+    ``profile``: (min, opt, max) input shapes for a dynamic-batch ONNX (all three the engine batch for
+    DLA, which has no dynamic shapes), else None. ``typing``: ``"weak"`` (builder flags, calibrator) or
+    ``"strong"`` (precision from the ONNX tensor types), None until :func:`finalize`. ``int8_mode``: one
+    of :data:`INT8_MODES` for int8, else None. ``cache_path``: the calibration cache (weak) or the derived
+    Q/DQ ONNX (strong) with its identity sidecar beside it. ``network_onnx``: how the ONNX TensorRT
+    parses is made (``"as given"``, ``"fp16"``, ``"qdq"``).
     """
 
     request: BuildRequest
@@ -70,24 +86,38 @@ class BuildPlan:
     batch: int
     dynamic_batch: bool
     input_shape: Tuple[int, int, int, int]
-    profile: Optional[Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]]
+    profile: Optional[Tuple[Shape, Shape, Shape]]
     has_qdq: bool
     calib_algo: str
     cache_path: Optional[str]
     int8_mode: Optional[str] = None
+    typing: Optional[str] = None
+    tensorrt_version: Optional[str] = None
+    network_onnx: str = "as given"
     notes: List[str] = field(default_factory=list)
 
     @property
     def precision(self) -> str:
         return self.request.precision
 
+    @property
+    def calibration_batch(self) -> int:
+        """Batch the calibration runs with: the engine batch (a Q/DQ derivation: the model's own)."""
+        if self.int8_mode in ("quantize", "reuse-qdq"):
+            return self.metadata.batch if isinstance(self.metadata.batch, int) else 1
+        return self.batch
+
     def command(self) -> str:
         """The exact ``nano-build`` command that makes this engine (written into the identity record)."""
         r = self.request
         args = ["nano-build", r.onnx, "--precision", r.precision]
-        if self.int8_mode in ("calibrate", "reuse-cache"):
+        if r.strongly_typed:
+            args.append("--strongly-typed")
+        if self.cache_path is not None:
             if r.calib_images:
                 args += ["--calib-images", r.calib_images]
+            if r.max_calib_images is not None:
+                args += ["--max-calib-images", str(r.max_calib_images)]
             args += ["--calib-cache", self.cache_path or "", "--calib-algo", self.calib_algo]
         if r.dla is not None:
             args += ["--dla", str(r.dla)]
@@ -100,6 +130,51 @@ class BuildPlan:
         args += ["--batch", str(self.batch), "-o", self.output]
         return shlex.join(args)
 
+    def to_dict(self) -> Dict[str, Any]:
+        """The whole plan as JSON-able data (``nano-build --explain --json``)."""
+        r = self.request
+        lo_opt_hi = (
+            None if self.profile is None else dict(zip(("min", "opt", "max"), map(list, self.profile)))
+        )
+        calibration = None
+        if self.cache_path is not None:
+            calibration = {
+                "cache_path": self.cache_path,
+                "cache_kind": "qdq-onnx" if self.network_onnx == "qdq" else "tensorrt-cache",
+                "algorithm": self.calib_algo,
+                "images": r.calib_images,
+                "max_images": r.max_calib_images,
+                "recalibrate": r.recalibrate,
+                "batch": self.calibration_batch,
+            }
+        return {
+            "onnx": r.onnx,
+            "onnx_sha256": self.onnx_sha256,
+            "model": {"arch": self.metadata.arch, "classes": self.metadata.num_classes},
+            "precision": self.precision,
+            "tensorrt_version": self.tensorrt_version,
+            "typing": self.typing,
+            "int8_mode": self.int8_mode,
+            "network_onnx": self.network_onnx,
+            "has_qdq": self.has_qdq,
+            "batch": self.batch,
+            "dynamic_batch": self.dynamic_batch,
+            "input_shape": list(self.input_shape),
+            "profile": lo_opt_hi,
+            "device": {
+                "type": "GPU" if r.dla is None else "DLA",
+                "dla_core": r.dla,
+                "gpu_fallback": r.gpu_fallback,
+            },
+            "calibration": calibration,
+            "workspace_mb": r.workspace_mb,
+            "timing_cache": r.timing_cache,
+            "output": self.output,
+            "record": self.output + ".json",
+            "notes": list(self.notes),
+            "command": self.command(),
+        }
+
 
 def default_output(onnx_path: str, precision: str, batch: int, dla: Optional[int] = None) -> str:
     """``<onnx folder>/<onnx stem>-<precision>[-dla<N>]-b<batch>.engine`` (``.int8`` stems not repeated)."""
@@ -111,9 +186,10 @@ def default_output(onnx_path: str, precision: str, batch: int, dla: Optional[int
     return os.path.join(folder, name)
 
 
-def default_cache_path(output: str, algo: str) -> str:
-    """Calibration cache beside the engine: ``<engine without suffix>.<algo>.calib``."""
-    return os.path.splitext(output)[0] + f".{algo}.calib"
+def default_cache_path(output: str, algo: str, qdq: bool = False) -> str:
+    """Beside the engine: ``<engine without suffix>.<algo>.calib`` (TensorRT's calibration cache) or
+    ``<engine without suffix>.<algo>.qdq.onnx`` (the Q/DQ model a strongly typed INT8 build derives)."""
+    return os.path.splitext(output)[0] + (f".{algo}.qdq.onnx" if qdq else f".{algo}.calib")
 
 
 def _check_arguments(r: BuildRequest) -> None:
@@ -125,6 +201,7 @@ def _check_arguments(r: BuildRequest) -> None:
             ("--calib-cache", r.calib_cache),
             ("--calib-algo", r.calib_algo),
             ("--recalibrate", r.recalibrate or None),
+            ("--max-calib-images", r.max_calib_images),
         ):
             if value is not None:
                 raise BuildError(f"{flag} only applies to --precision int8 (got --precision {r.precision})")
@@ -174,8 +251,8 @@ def prepare(request: BuildRequest) -> BuildPlan:
     """Validate ``request`` against its ONNX model and resolve defaults (no TensorRT needed).
 
     Checks arguments, the model's metadata, batch vs the exported batch, Q/DQ vs precision, that the
-    calibration source holds images, and that an existing calibration cache is not stale in anything
-    but the TensorRT version (which needs TensorRT: see :func:`plan_int8`). Raises :class:`BuildError`.
+    calibration source holds images. Raises :class:`BuildError`. What depends on the TensorRT release
+    is left to :func:`finalize`.
     """
     r = request
     _check_arguments(r)
@@ -191,9 +268,19 @@ def prepare(request: BuildRequest) -> BuildPlan:
         batch, dynamic = (r.batch or 1), True
     h, w = meta.input_size
     shape = (batch, 3, h, w)
-    profile = ((1, 3, h, w), shape, shape) if dynamic else None
+    profile: Optional[Tuple[Shape, Shape, Shape]] = None
+    notes: List[str] = []
+    if dynamic and r.dla is not None:
+        # DLA has no dynamic dimensions: min = opt = max, and the runtime shape must equal it.
+        profile = (shape, shape, shape)
+        dynamic = False
+        notes.append(
+            f"DLA needs a static shape: the profile is min = opt = max = {list(shape)} and the runtime pads "
+            f"shorter batches to {batch}"
+        )
+    elif dynamic:
+        profile = ((1, 3, h, w), shape, shape)
     output = r.output or default_output(r.onnx, r.precision, batch, r.dla)
-    algo = r.calib_algo or DEFAULT_CALIB_ALGO
     plan = BuildPlan(
         request=r,
         metadata=meta,
@@ -204,8 +291,9 @@ def prepare(request: BuildRequest) -> BuildPlan:
         input_shape=shape,
         profile=profile,
         has_qdq=has_qdq,
-        calib_algo=algo,
+        calib_algo=r.calib_algo or DEFAULT_CALIB_ALGO,
         cache_path=None,
+        notes=notes,
     )
     if has_qdq:
         if r.precision != "int8":
@@ -224,74 +312,103 @@ def prepare(request: BuildRequest) -> BuildPlan:
         if given:
             plan.notes.append(f"{' and '.join(given)} ignored: the Q/DQ model carries its own INT8 scales")
         return plan
-    if r.precision != "int8":
-        return plan
-    plan.cache_path = r.calib_cache or default_cache_path(output, algo)
-    if r.calib_images:
+    if r.precision == "int8" and r.calib_images:
         try:
             list_calibration_images(r.calib_images)
         except CalibrationDataError as e:
             raise BuildError(str(e)) from e
-    # Pre-check the cache with the TensorRT version it claims: everything but that field is checked here.
-    try:
-        found = read_identity(plan.cache_path) if os.path.exists(plan.cache_path) else None
-    except CacheFormatError:
-        found = None
-    trt_guess = found.tensorrt_version if found is not None else ""
-    _decide(plan, trt_guess)
+    if r.precision == "int8":
+        # Pre-check an existing cache before TensorRT is involved (its claimed TensorRT version is trusted
+        # here; finalize() checks it against the real one). A Q/DQ-kind sidecar means the strong path.
+        path = r.calib_cache or default_cache_path(output, plan.calib_algo, qdq=r.strongly_typed)
+        try:
+            found = read_identity(path) if os.path.exists(path) else None
+        except CacheFormatError:
+            found = None
+        strong = r.strongly_typed or (found is not None and found.kind == "qdq-onnx")
+        _plan_int8(plan, strong, found.tensorrt_version if found is not None else "")
     return plan
 
 
-def expected_cache_identity(plan: BuildPlan, tensorrt_version: str) -> CacheIdentity:
-    """The identity a calibration cache must have to be reused for ``plan`` on ``tensorrt_version``."""
-    return CacheIdentity(
-        onnx_sha256=plan.onnx_sha256,
-        preprocess_sha256=preprocess_hash(plan.metadata.preprocess_params()),
-        algorithm=plan.calib_algo,
-        batch=plan.batch,
-        tensorrt_version=tensorrt_version,
-    )
+def finalize(plan: BuildPlan, api: TensorRTApi) -> None:
+    """Settle what depends on the TensorRT release: typing, the INT8 path and its cache (checked against
+    ``api.version``), and refusals (strong typing unavailable, Q/DQ on an 8.x DLA). Raises :class:`BuildError`."""
+    r = plan.request
+    plan.tensorrt_version = api.version
+    if r.strongly_typed and not api.strong_typing:
+        raise BuildError(
+            f"--strongly-typed needs TensorRT 10 or newer (this is TensorRT {api.version}); drop it: "
+            "TensorRT 8.x builds weakly typed networks from builder flags"
+        )
+    strong = r.strongly_typed or not api.weak_typing
+    plan.typing = "strong" if strong else "weak"
+    if strong and not r.strongly_typed:
+        plan.notes.append(f"TensorRT {api.version} builds strongly typed networks only")
+    if r.precision == "fp16" and strong:
+        plan.network_onnx = "fp16"
+    if r.precision == "int8" and not plan.has_qdq:
+        _plan_int8(plan, strong, api.version)
+        if api.weak_typing and not strong and api.major >= 10:
+            plan.notes.append(
+                f"TensorRT {api.version} deprecates the INT8 calibrator (it still works): --strongly-typed "
+                "derives a Q/DQ model from the same images instead"
+            )
+    quantized_explicitly = plan.has_qdq or plan.int8_mode in ("quantize", "reuse-qdq")
+    if r.dla is not None and quantized_explicitly and not api.dla_explicit_quantization:
+        raise BuildError(
+            f"TensorRT {api.version}'s DLA has no explicit (Q/DQ) quantization, so this INT8 build cannot run on "
+            f"DLA core {r.dla}: build the FP32 model with --precision int8 --calib-images DIR (implicit "
+            "calibration, which DLA runs), or drop --dla to run the Q/DQ model on the GPU"
+        )
+    if r.dla is not None and strong and r.precision == "int8" and not r.gpu_fallback:
+        raise BuildError(
+            "a strongly typed INT8 build keeps the detection heads in FP32 (the Q/DQ model leaves them float) "
+            "and DLA runs no FP32 layer: add --gpu-fallback to run the heads on the GPU"
+        )
 
 
-def _decide(plan: BuildPlan, tensorrt_version: str) -> None:
-    assert plan.cache_path is not None
+def _plan_int8(plan: BuildPlan, strong: bool, tensorrt_version: str) -> None:
+    """Choose the INT8 path for an FP32 model: implicit calibration (weak) or a derived Q/DQ model
+    (strong), each reusing a matching cache and refusing a stale one."""
+    r = plan.request
+    plan.cache_path = r.calib_cache or default_cache_path(plan.output, plan.calib_algo, qdq=strong)
+    if strong:
+        plan.network_onnx = "qdq"
+        modes = ("quantize", "reuse-qdq")
+    else:
+        plan.network_onnx = "as given"
+        modes = ("calibrate", "reuse-cache")
+    plan.int8_mode = modes[0]  # calibration_batch depends on the mode
     decision = decide_cache(
         plan.cache_path, expected_cache_identity(plan, tensorrt_version), plan.request.recalibrate
     )
     if decision.action == "stale":
         raise BuildError(decision.message(plan.cache_path))
     if decision.action == "reuse":
-        plan.int8_mode = "reuse-cache"
-        if plan.request.calib_images:
-            plan.notes.append(
-                f"reusing calibration cache {plan.cache_path} (matches this model); --recalibrate redoes it"
-            )
+        plan.int8_mode = modes[1]
+        note = f"reusing {'Q/DQ model' if strong else 'calibration cache'} {plan.cache_path} (matches this model)"
+        if r.calib_images and note not in plan.notes:
+            plan.notes.append(note + "; --recalibrate redoes it")
         return
-    if not plan.request.calib_images:
+    if not r.calib_images:
         raise BuildError(
             f"INT8 calibration needs images: pass --calib-images DIR|LIST (no calibration cache at {plan.cache_path}), "
-            "or quantize explicitly with `nano-quantize` and build the Q/DQ model"
+            "or quantize explicitly with `nano-quantize --target tensorrt` and build the Q/DQ model"
         )
-    plan.int8_mode = "calibrate"
 
 
-def _version_tuple(version: str) -> Tuple[int, ...]:
-    parts = []
-    for p in version.split(".")[:3]:
-        digits = "".join(c for c in p if c.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
-
-
-def plan_int8(plan: BuildPlan, tensorrt_version: str) -> None:
-    """Final INT8 decision with the running TensorRT version (the builder calls it). Raises on a stale cache."""
-    if plan.precision == "int8" and not plan.has_qdq:
-        _decide(plan, tensorrt_version)
-        if _version_tuple(tensorrt_version) >= (10, 1):
-            plan.notes.append(
-                f"TensorRT {tensorrt_version} deprecates the INT8 calibrator (it still works): the explicit path is "
-                "`nano-quantize --target tensorrt` and building the Q/DQ model"
-            )
+def expected_cache_identity(plan: BuildPlan, tensorrt_version: str) -> CacheIdentity:
+    """The identity a cache must have to be reused for ``plan`` (``tensorrt_version`` is ignored for a
+    derived Q/DQ model, which no TensorRT made)."""
+    qdq = plan.int8_mode in ("quantize", "reuse-qdq")
+    return CacheIdentity(
+        onnx_sha256=plan.onnx_sha256,
+        preprocess_sha256=preprocess_hash(plan.metadata.preprocess_params()),
+        algorithm=plan.calib_algo,
+        batch=plan.calibration_batch,
+        tensorrt_version=QDQ_ANY_TENSORRT if qdq else tensorrt_version,
+        kind="qdq-onnx" if qdq else "tensorrt-cache",
+    )
 
 
 def check_capabilities(plan: BuildPlan, caps: DeviceCapabilities) -> None:
@@ -299,13 +416,13 @@ def check_capabilities(plan: BuildPlan, caps: DeviceCapabilities) -> None:
     r = plan.request
     if r.precision == "int8" and not caps.fast_int8:
         raise BuildError(
-            f"{caps.gpu_name} (compute capability {caps.compute_capability}) has no fast INT8 "
-            "(platform_has_fast_int8 is False): build --precision fp16 or fp32"
+            f"{caps.gpu_name} (compute capability {caps.compute_capability}) has no fast INT8: build "
+            "--precision fp16 or fp32"
         )
     if r.precision == "fp16" and not caps.fast_fp16:
         raise BuildError(
-            f"{caps.gpu_name} (compute capability {caps.compute_capability}) has no fast FP16 "
-            "(platform_has_fast_fp16 is False): build --precision fp32"
+            f"{caps.gpu_name} (compute capability {caps.compute_capability}) has no fast FP16: build "
+            "--precision fp32"
         )
     if r.dla is not None:
         if caps.num_dla_cores == 0:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
 import shutil
 import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from yolo_nano.core.sysfs import read_int, read_text
 
 from .nvpmodel import PERMISSION_HINT, NvpModelError, PermissionHintError, PowerMode, _is_not_root, run_tool
 
@@ -28,24 +31,23 @@ _GPU_DEVFREQ_GLOBS = (
     "sys/devices/17000000.gp10b/devfreq/17000000.gp10b",
 )
 _GPU_DEVFREQ_NAMES = ("gv11b", "ga10b", "gp10b", "gm20b", "gpu")
+# `jetson_clocks --show`: "GPU MinFreq=114750000 MaxFreq=1377000000 CurrentFreq=318750000"; pinning sets
+# the GPU's minimum to its maximum (the script stores GPU min_freq and restores it).
+_SHOW_GPU_RE = re.compile(r"^GPU MinFreq=(\d+) MaxFreq=(\d+)", re.MULTILINE)
 
 
-def _read(path: str) -> Optional[str]:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except (OSError, UnicodeDecodeError):
+class ClocksPinnedError(RuntimeError):
+    """The clocks were pinned (``jetson_clocks``) before this run, and a point must run unpinned: this
+    run cannot unpin them, as only the state stored before the pinning can (nothing was changed)."""
+
+
+def parse_show_pinned(text: str) -> Optional[bool]:
+    """Whether ``jetson_clocks --show`` output says the clocks are pinned (GPU MinFreq == MaxFreq); None
+    when it has no GPU line to tell by."""
+    m = _SHOW_GPU_RE.search(text)
+    if m is None:
         return None
-
-
-def _read_int(path: str) -> Optional[int]:
-    s = _read(path)
-    if s is None:
-        return None
-    try:
-        return int(s.split()[0])
-    except (ValueError, IndexError):
-        return None
+    return int(m.group(1)) >= int(m.group(2))
 
 
 def count_cpu_list(text: str) -> int:
@@ -101,26 +103,26 @@ class ClockReader:
         )
         self.zones: List[Tuple[str, str]] = []
         for z in sorted(glob.glob(os.path.join(root, "sys/class/thermal/thermal_zone*"))):
-            name = _read(os.path.join(z, "type")) or os.path.basename(z)
+            name = read_text(os.path.join(z, "type")) or os.path.basename(z)
             self.zones.append((name, os.path.join(z, "temp")))
 
     def read(self) -> ClockSnapshot:
         snap = ClockSnapshot(t=time.perf_counter())
         if self.gpu_dir is not None:
-            snap.gpu_cur_hz = _read_int(os.path.join(self.gpu_dir, "cur_freq"))
-            snap.gpu_max_hz = _read_int(os.path.join(self.gpu_dir, "max_freq"))
-        online = _read(os.path.join(self.root, "sys/devices/system/cpu/online"))
+            snap.gpu_cur_hz = read_int(os.path.join(self.gpu_dir, "cur_freq"))
+            snap.gpu_max_hz = read_int(os.path.join(self.gpu_dir, "max_freq"))
+        online = read_text(os.path.join(self.root, "sys/devices/system/cpu/online"))
         if online:
             try:
                 snap.online_cpus = count_cpu_list(online)
             except ValueError:
                 snap.online_cpus = None
         for f in self.cpu_files:
-            v = _read_int(f)
+            v = read_int(f)
             if v is not None:
                 snap.cpu_cur_khz[os.path.basename(os.path.dirname(os.path.dirname(f)))] = v
         for name, path in self.zones:
-            v = _read_int(path)
+            v = read_int(path)
             if v is not None and v > -40000:
                 snap.temps_c[name] = v / 1000.0
         return snap
@@ -206,11 +208,14 @@ class JetsonClocks:
             raise NvpModelError(msg)
         return cp.stdout or ""
 
-    def store(self) -> str:
-        """Save the current clock state (``jetson_clocks --store``) to a private temp file; returns its path."""
-        fd, path = tempfile.mkstemp(prefix="nano-bench-clocks-", suffix=".conf")
-        os.close(fd)
-        os.unlink(path)  # jetson_clocks writes it
+    def store(self, path: Optional[str] = None) -> str:
+        """Save the current clock state (``jetson_clocks --store``) to ``path`` (default: a private temp
+        file); returns the path. A file already there is replaced (jetson_clocks would ask first)."""
+        if path is None:
+            fd, path = tempfile.mkstemp(prefix="nano-bench-clocks-", suffix=".conf")
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # jetson_clocks writes it, and prompts (answered no) when it exists
         self._call(["--store", path])
         self._store_path = path
         return path
@@ -221,13 +226,28 @@ class JetsonClocks:
             self.store()
         self._call([])
 
-    def restore(self) -> None:
-        """Restore the stored state (no-op when nothing was stored); removes the temp file."""
-        if self._store_path is None:
-            return
-        path, self._store_path = self._store_path, None
+    def pinned(self) -> Optional[bool]:
+        """Whether the clocks are pinned now (``jetson_clocks --show``: the GPU's minimum frequency at its
+        maximum); None when that cannot be told (no jetson_clocks, no permission, an unknown output)."""
+        if self.executable is None:
+            return None
         try:
-            self._call(["--restore", path])
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            return parse_show_pinned(self._call(["--show"]))
+        except NvpModelError:  # PermissionHintError included: telling is optional, pinning is not
+            return None
+
+    def restore(self, path: Optional[str] = None, keep: bool = False) -> None:
+        """Restore the stored state, or the one stored in ``path`` by an earlier process (no-op when
+        nothing was stored). The file is removed once restored (kept for a retry when that fails), or
+        with ``keep`` kept as the stored state: pinning again and restoring later both still work."""
+        if path is None:
+            if self._store_path is None:
+                return
+            path = self._store_path
+        self._call(["--restore", path])
+        if keep:
+            return
+        if path == self._store_path:
+            self._store_path = None
+        with contextlib.suppress(OSError):
+            os.unlink(path)

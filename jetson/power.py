@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from yolo_nano.core.sysfs import read_float, read_text
+
 INPUT_RAILS = ("VDD_IN", "POM_5V_IN")
 
 
@@ -40,16 +42,11 @@ class Reading:
 
 
 def _read_float(path: str) -> float:
-    with open(path) as f:
-        return float(f.read().strip().split()[0])
-
-
-def _read_text(path: str) -> Optional[str]:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except (OSError, UnicodeDecodeError):
-        return None
+    """A sensor value; ValueError (a failed sample, skipped by the monitor) when unreadable or not finite."""
+    value = read_float(path)
+    if value is None:
+        raise ValueError(f"cannot read a number from {path}")
+    return value
 
 
 def board_total(rails: Dict[str, float]) -> Tuple[float, str]:
@@ -107,7 +104,7 @@ class Ina3221Iio(_Ina3221):
         for d in sorted(glob.glob(os.path.join(root, "sys/bus/i2c/drivers/ina3221x/*/iio:device*"))):
             for f in sorted(glob.glob(os.path.join(d, "rail_name_*"))):
                 idx = f.rsplit("_", 1)[1]
-                name = _read_text(f)
+                name = read_text(f)
                 if not name or name.upper() == "NC":
                     continue
                 chans.append((name, d, idx))
@@ -136,7 +133,7 @@ class Ina3221Hwmon(_Ina3221):
                 if m is None:
                     continue
                 idx = m.group(1)
-                name = _read_text(f)
+                name = read_text(f)
                 if idx == "7" or not name or name.upper() == "NC" or "sum" in name.lower():
                     continue
                 if not os.path.exists(os.path.join(d, f"curr{idx}_input")):
@@ -167,16 +164,11 @@ class Rapl(PowerSource):
             if not re.fullmatch(r"intel-rapl:\d+", os.path.basename(d)):
                 continue  # sub-domains (core, uncore, dram) are parts of the package
             f = os.path.join(d, "energy_uj")
-            try:
-                _read_float(f)
-            except (OSError, ValueError):
+            if read_float(f) is None:
                 continue  # root-only on recent kernels
-            name = _read_text(os.path.join(d, "name")) or os.path.basename(d)
-            try:
-                wrap = _read_float(os.path.join(d, "max_energy_range_uj")) / 1e6
-            except (OSError, ValueError):
-                wrap = 2.0**32 / 1e6
-            doms.append((name, f, wrap))
+            name = read_text(os.path.join(d, "name")) or os.path.basename(d)
+            wrap_uj = read_float(os.path.join(d, "max_energy_range_uj"))
+            doms.append((name, f, (wrap_uj if wrap_uj else 2.0**32) / 1e6))
         return cls(doms) if doms else None
 
     def read(self) -> Reading:

@@ -1,6 +1,7 @@
-"""YOLO Nano and the Table 1 baselines.
+"""The PyTorch layer: the three networks (one base class, :mod:`.detector_base`; one registry,
+:mod:`.registry`), training (``train``: command line, ``train_data``, ``train_state``, ``train_eval``,
+``train_loop``), weights, FLOPs, export and the PyTorch backend.
 
-This package is the base layer. Its torch-free modules (``metadata``, ``preprocess``, ``postprocess``, ``fileio``,
-``voc``, ``metrics``, ``synth``) are importable on a Jetson without PyTorch; the modules that build or
-train networks import torch and need the ``train`` extra. Nothing here imports torch at package import.
+Every module here but this one imports torch (the ``train`` extra); nothing imports torch at package
+import. The torch-free contract these build on lives in :mod:`yolo_nano.core` and :mod:`yolo_nano.data`.
 """

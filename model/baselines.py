@@ -1,7 +1,7 @@
 """The baselines of the paper's Table 1, Tiny YOLOv2 (VOC) and Tiny YOLOv3, as darknet defines them.
 
-Both use Conv-BN-LeakyReLU(0.1) and max pooling, and export the same raw-head convention as YOLO Nano
-(see :mod:`yolo_nano.core.metadata`), so the runtime decodes all three from metadata alone:
+Both use Conv-BN-LeakyReLU(0.1) and max pooling, and share YOLO Nano's base class and raw-head
+convention (:mod:`yolo_nano.model.detector_base`), so the runtime decodes all three from metadata alone:
 
 * Tiny YOLOv2: one head at stride 32, 5 anchors (darknet's VOC anchors, converted to pixels), softmax classes.
 * Tiny YOLOv3: two heads at strides 32 and 16, 3 anchors each, sigmoid classes.
@@ -14,7 +14,7 @@ from typing import List, Tuple
 import torch
 from torch import nn
 
-from .network import build_metadata, check_config, init_weights
+from .detector_base import DetectorNet
 
 # darknet tiny-yolo-voc.cfg anchors are in 13x13 grid units: x 32 for pixels at stride 32.
 TINY_YOLOV2_ANCHORS = (
@@ -55,7 +55,7 @@ def _trunk(channels: List[int]) -> List[nn.Module]:
     return layers
 
 
-class TinyYoloV2(nn.Module):
+class TinyYoloV2(DetectorNet):
     """Tiny YOLOv2 (darknet tiny-yolo-voc.cfg): 9 convolutions, one 13x13 head at 416."""
 
     arch = "tiny-yolov2"
@@ -63,25 +63,18 @@ class TinyYoloV2(nn.Module):
     head_names = ("head",)
 
     def __init__(self, num_classes: int = 20, input_size: int = 416) -> None:
-        super().__init__()
-        check_config(num_classes, input_size)
-        self.num_classes, self.input_size = num_classes, input_size
-        self.strides = (32,)
-        self.anchors = TINY_YOLOV2_ANCHORS
+        super().__init__(num_classes, input_size, (32,), TINY_YOLOV2_ANCHORS)
         self.features = nn.Sequential(
             *_trunk([16, 32, 64, 128, 256, 512]), ConvBNLeaky(512, 1024), ConvBNLeaky(1024, 1024)
         )
-        self.head = nn.Conv2d(1024, 5 * (5 + num_classes), 1)
-        init_weights(self)
+        self.head = nn.Conv2d(1024, self.head_channels(0), 1)
+        self.init_weights()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor]:
         return (self.head(self.features(x)),)
 
-    def build_metadata(self, class_names=None):  # noqa: ANN001, ANN201
-        return build_metadata(self, class_names)
 
-
-class TinyYoloV3(nn.Module):
+class TinyYoloV3(DetectorNet):
     """Tiny YOLOv3 (darknet yolov3-tiny.cfg): heads at 13x13 and 26x26 at 416."""
 
     arch = "tiny-yolov3"
@@ -89,12 +82,8 @@ class TinyYoloV3(nn.Module):
     head_names = ("head13", "head26")
 
     def __init__(self, num_classes: int = 20, input_size: int = 416) -> None:
-        super().__init__()
-        check_config(num_classes, input_size)
-        self.num_classes, self.input_size = num_classes, input_size
-        self.strides = (32, 16)
-        self.anchors = TINY_YOLOV3_ANCHORS
-        out = 3 * (5 + num_classes)
+        super().__init__(num_classes, input_size, (32, 16), TINY_YOLOV3_ANCHORS)
+        out = self.head_channels(0)  # both heads: 3 anchors x (5 + C)
         trunk = _trunk([16, 32, 64, 128, 256, 512])
         self.to26 = nn.Sequential(*trunk[:9])  # through conv 128->256: the stride-16 route
         self.to13 = nn.Sequential(*trunk[9:], ConvBNLeaky(512, 1024), ConvBNLeaky(1024, 256, 1))
@@ -104,7 +93,7 @@ class TinyYoloV3(nn.Module):
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
         self.branch26 = ConvBNLeaky(128 + 256, 256)
         self.head26 = nn.Conv2d(256, out, 1)
-        init_weights(self)
+        self.init_weights()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         r26 = self.to26(x)
@@ -112,6 +101,3 @@ class TinyYoloV3(nn.Module):
         h13 = self.head13(self.branch13(r13))
         h26 = self.head26(self.branch26(torch.cat([self.upsample(self.lateral(r13)), r26], dim=1)))
         return h13, h26
-
-    def build_metadata(self, class_names=None):  # noqa: ANN001, ANN201
-        return build_metadata(self, class_names)

@@ -7,6 +7,8 @@ added where the stride is 1 and channels in == channels out. Shapes are (N, C, H
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -72,3 +74,40 @@ class FCA(nn.Module):
         w = x.mean(dim=(2, 3))
         w = torch.sigmoid(self.fc2(torch.relu(self.fc1(w))))
         return x * w[:, :, None, None]
+
+
+class FCA4d(nn.Module):
+    """The export form of :class:`FCA`, with every activation 4-D (N, C, 1, 1) and only layers NVIDIA's DLA
+    runs: global average pool -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid -> channel-wise Mul.
+
+    The same weights as ``fca``'s two Linear layers, reshaped to 1x1 kernels (C_out, C_in, 1, 1); the
+    outputs equal the FCA's to float32 rounding. The FCA's own form (mean -> Linear -> ... -> broadcast)
+    exports as ReduceMean -> Gemm -> ... -> Unsqueeze with 2-D tensors, which DLA does not run: a DLA
+    engine would split around it with a GPU island.
+    """
+
+    def __init__(self, fca: FCA) -> None:
+        super().__init__()
+        hidden, channels = fca.fc1.weight.shape
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+        with torch.no_grad():
+            self.fc1.weight.copy_(fca.fc1.weight[:, :, None, None])
+            self.fc1.bias.copy_(fca.fc1.bias)
+            self.fc2.weight.copy_(fca.fc2.weight[:, :, None, None])
+            self.fc2.bias.copy_(fca.fc2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(self.pool(x)))))
+
+
+def with_4d_attention(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (eval mode) whose :class:`FCA` blocks are :class:`FCA4d` (for export); the
+    original is untouched, so checkpoints, training and FLOP counts keep the FCA's Linear layers."""
+    copied = copy.deepcopy(model).eval()
+    for parent in list(copied.modules()):
+        for name, child in list(parent._modules.items()):
+            if isinstance(child, FCA):
+                parent._modules[name] = FCA4d(child)
+    return copied

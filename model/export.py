@@ -6,6 +6,8 @@
 Outputs are the raw head tensors, named ``head_s32``, ``head_s16``, ``head_s8`` (largest stride first;
 Tiny YOLOv2: ``head_s32`` only): decode stays out of the graph so INT8 never touches box arithmetic and
 the runtime can fuse decode with thresholding. BatchNorm is folded into the convolutions (eval mode).
+The attention blocks are exported in their 4-D form (:class:`~yolo_nano.model.blocks.FCA4d`: global
+average pool, 1x1 convolutions, Mul), so every activation is 4-D and a DLA engine is not split by them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from torch import nn
 from yolo_nano.core.fileio import atomic_write_bytes, sha256_file
 from yolo_nano.core.metadata import INPUT_NAME, ModelMetadata, write_onnx_metadata
 
-from .network import ARCHS, build_model
+from .blocks import with_4d_attention
+from .registry import ARCHS, build_model
 from .weights import WeightsError, load_model, read_config
 
 OPSETS = range(13, 18)
@@ -72,7 +75,7 @@ def export_onnx(
     dynamic_axes = None
     if batch == "dynamic":
         dynamic_axes = {INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in meta.output_names}}
-    model = model.eval()
+    model = with_4d_attention(model.eval())  # the same weights; every activation 4-D (DLA runs it whole)
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice

@@ -1,4 +1,5 @@
-"""YOLO Nano (Wong et al., 2019, Figure 1) and the model registry.
+"""YOLO Nano (Wong et al., 2019, Figure 1). Build any of the three networks by name with
+:func:`yolo_nano.model.registry.build_model`.
 
 The topology (every channel count, stride, skip, upsample and concat) is the table in
 ``shared/reference/architecture.md``. The paper never published the expanded (hidden) width inside
@@ -13,16 +14,13 @@ network has 4.0 M conv+linear weights and 4.57 B FLOPs, the paper's two numbers 
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
-from yolo_nano.core.metadata import VOC_CLASSES, HeadSpec, ModelMetadata
-
 from .blocks import EP, FCA, PEP, ConvBNAct
-
-ARCHS = ("yolo-nano", "tiny-yolov2", "tiny-yolov3")
+from .detector_base import DetectorNet
 
 # YOLOv3 anchors at 416 (pixels), per head, largest stride first.
 YOLOV3_ANCHORS: Tuple[Tuple[Tuple[float, float], ...], ...] = (
@@ -42,22 +40,19 @@ def expanded_width(base: int, stride: int, expansion: Optional[Dict[int, float]]
     return max(WIDTH_MULTIPLE, int(round(ratio * base / WIDTH_MULTIPLE)) * WIDTH_MULTIPLE)
 
 
-class YoloNano(nn.Module):
-    """YOLO Nano for ``num_classes`` classes at ``input_size`` (a multiple of 32) pixels square."""
+class YoloNano(DetectorNet):
+    """YOLO Nano for ``num_classes`` classes at ``input_size`` (a multiple of 32) pixels square;
+    ``expansion`` overrides :data:`EXPANSION` (scripts/search_widths.py)."""
 
     arch = "yolo-nano"
     class_activation = "sigmoid"
+    head_names = ("conv11", "conv10", "conv9")
 
     def __init__(
         self, num_classes: int = 20, input_size: int = 416, expansion: Optional[Dict[int, float]] = None
     ) -> None:
-        super().__init__()
-        check_config(num_classes, input_size)
-        self.num_classes = num_classes
-        self.input_size = input_size
-        self.strides = (32, 16, 8)
-        self.anchors = YOLOV3_ANCHORS
-        out = 3 * (5 + num_classes)
+        super().__init__(num_classes, input_size, (32, 16, 8), YOLOV3_ANCHORS)
+        out = self.head_channels(0)  # all three heads: 3 anchors x (5 + C)
 
         def pep(c_in: int, c_out: int, proj: int, stride: int) -> PEP:
             return PEP(c_in, c_out, proj, expanded_width(proj, stride, expansion))
@@ -106,7 +101,7 @@ class YoloNano(nn.Module):
         self.ep7 = ep(189, 462, 1, 32)
         self.conv11 = nn.Conv2d(462, out, 1)
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
-        init_weights(self)
+        self.init_weights()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.ep1(self.pep1(self.conv2(self.conv1(x))))
@@ -124,74 +119,3 @@ class YoloNano(nn.Module):
         head26 = self.conv10(self.ep6(c7))
         head13 = self.conv11(self.ep7(c5))
         return head13, head26, head52
-
-    def build_metadata(self, class_names: Optional[Sequence[str]] = None) -> ModelMetadata:
-        return build_metadata(self, class_names)
-
-
-def check_config(num_classes: int, input_size: int) -> None:
-    """Refuse configurations no network can be built for, with a message that says what to pass."""
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"classes must be an integer >= 1, got {num_classes!r}")
-    if not isinstance(input_size, int) or input_size < 32 or input_size % 32:
-        raise ValueError(f"input size must be a positive multiple of 32 (e.g. 416), got {input_size!r}")
-
-
-def init_weights(model: nn.Module) -> None:
-    """Kaiming-normal convolutions, unit BN; the heads' objectness biases start low (prior p ~ 0.01)."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-    for head in head_convs(model):
-        n_anchors = head.out_channels // (5 + model.num_classes)  # type: ignore[operator]
-        with torch.no_grad():
-            bias = head.bias.view(n_anchors, -1)  # type: ignore[union-attr]
-            bias[:, 4] = -4.6  # log(0.01 / 0.99)
-
-
-def head_convs(model: nn.Module) -> List[nn.Conv2d]:
-    """The raw output convolutions of ``model``, in forward-output order."""
-    return [getattr(model, name) for name in model.head_names]  # type: ignore[attr-defined]
-
-
-YoloNano.head_names = ("conv11", "conv10", "conv9")  # type: ignore[attr-defined]
-
-
-def build_metadata(model: nn.Module, class_names: Optional[Sequence[str]] = None) -> ModelMetadata:
-    """The runtime metadata of ``model`` (anchors, strides, classes, input size, head names)."""
-    num_classes = model.num_classes  # type: ignore[attr-defined]
-    if class_names is None:
-        class_names = (
-            VOC_CLASSES if num_classes == len(VOC_CLASSES) else [f"class{i}" for i in range(num_classes)]
-        )
-    class_names = tuple(class_names)
-    if len(class_names) != num_classes:
-        raise ValueError(f"{len(class_names)} class names given for a {num_classes}-class model")
-    size = model.input_size  # type: ignore[attr-defined]
-    heads = tuple(
-        HeadSpec(f"head_s{s}", s, tuple((float(w), float(h)) for w, h in a))
-        for s, a in zip(model.strides, model.anchors)  # type: ignore[attr-defined]
-    )
-    return ModelMetadata(
-        arch=model.arch,  # type: ignore[attr-defined]
-        class_names=class_names,
-        input_size=(size, size),
-        heads=heads,
-        class_activation=model.class_activation,  # type: ignore[attr-defined]
-    )
-
-
-def build_model(arch: str = "yolo-nano", num_classes: int = 20, input_size: int = 416) -> nn.Module:
-    """Build ``arch`` (one of :data:`ARCHS`) for ``num_classes`` classes at ``input_size`` pixels."""
-    from .baselines import TinyYoloV2, TinyYoloV3
-
-    check_config(num_classes, input_size)
-    builders = {"yolo-nano": YoloNano, "tiny-yolov2": TinyYoloV2, "tiny-yolov3": TinyYoloV3}
-    if arch not in builders:
-        raise ValueError(f"unknown arch {arch!r}; choose one of: {', '.join(ARCHS)}")
-    return builders[arch](num_classes=num_classes, input_size=input_size)

@@ -11,8 +11,10 @@ import json
 import sys
 from typing import Dict, Optional, Sequence
 
+from yolo_nano.core.cli import CommandError, run_command
+
 from .flops import count_model
-from .network import ARCHS, build_model, check_config
+from .registry import ARCHS, build_model
 
 # The paper's Table 1 (VOC 2007 test; sizes as printed, "MB" = MiB, YOLO Nano's at 8-bit weights).
 PAPER_TABLE1 = {
@@ -25,7 +27,6 @@ MIB = float(1 << 20)
 
 def summarize(arch: str = "yolo-nano", size: int = 416, classes: int = 20, layers: bool = False) -> Dict:
     """Counts for one network: conv+linear weights, FLOPs (2 x MACs), and weights size in MiB at fp32/fp16/int8."""
-    check_config(classes, size)
     model = build_model(arch, classes, size)
     c = count_model(model, size)
     out = {
@@ -103,6 +104,11 @@ def _print_compare(rows: Dict[str, Dict]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``nano-model`` entry point: 0 on success, 2 on bad input (one line on stderr)."""
+    return run_command("nano-model", _main, argv)
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     parser = argparse.ArgumentParser(
         prog="nano-model", description="Model summaries and the paper's Table 1."
     )
@@ -117,17 +123,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_cmp.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "summary":
-        if args.arch not in ARCHS:
-            print(
-                f"nano-model: error: unknown arch {args.arch!r}; choose one of: {', '.join(ARCHS)}",
-                file=sys.stderr,
-            )
-            return 2
         try:
             s = summarize(args.arch, args.size, args.classes, args.layers)
-        except ValueError as e:
-            print(f"nano-model: error: {e}", file=sys.stderr)
-            return 2
+        except ValueError as e:  # unknown arch, size not a multiple of 32, classes < 1
+            raise CommandError(str(e)) from e
         if args.json:
             print(json.dumps(s))
         else:

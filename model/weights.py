@@ -14,9 +14,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from yolo_nano.core.fileio import atomic_output, sha256_file
+from yolo_nano.core.fileio import atomic_write_bytes, sha256_file
 
-from .network import build_model
+from .registry import build_model
 
 PathLike = Union[str, os.PathLike]
 
@@ -38,7 +38,6 @@ def save_weights(
     dtype: Optional[torch.dtype] = None,
 ) -> None:
     """Write ``model``'s state dict (optionally cast to ``dtype``, e.g. torch.float16) atomically."""
-    from safetensors.torch import save_file
 
     if len(class_names) != model.num_classes:  # type: ignore[attr-defined]
         raise WeightsError(f"{len(class_names)} class names for a {model.num_classes}-class model")
@@ -55,8 +54,16 @@ def save_weights(
         if dtype is not None and v.is_floating_point():
             v = v.to(dtype)
         state[k] = v
-    with atomic_output(path, suffix=".safetensors") as tmp:
-        save_file(state, tmp, metadata=meta)
+    write_safetensors(path, state, meta)
+
+
+def write_safetensors(path: PathLike, tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> None:
+    """Write ``tensors`` (contiguous, on the CPU) and string ``metadata`` as a safetensors file, atomically
+    and with the usual file mode (serialised in memory: ``safetensors``' own ``save_file`` replaces the
+    file with a 0600 one)."""
+    from safetensors.torch import save
+
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
 def read_config(path: PathLike) -> Dict[str, str]:

@@ -1,8 +1,8 @@
 """yolo_nano.runtime: the Detector apps embed, on ONNX Runtime (or TensorRT), with numpy pre/post processing.
 
     from yolo_nano.runtime import Detector, default_model_path
-    det = Detector(default_model_path())          # or Detector("model.onnx"), Detector("model.engine")
-    dets = det(cv2.imread("street.jpg"))          # Detections: boxes (K,4) xyxy original pixels, scores, ...
+    with Detector(default_model_path()) as det:   # or Detector("model.onnx"), Detector("model.engine")
+        dets = det(cv2.imread("street.jpg"))      # Detections: boxes (K,4) xyxy original pixels, scores, ...
     for box, score, class_id, label in dets: ...
 
 The building blocks (``letterbox``, ``preprocess``, ``decode``, ``nms``, ``batched_nms``, ``scale_boxes``)
@@ -22,17 +22,27 @@ from yolo_nano.core.preprocess import (
 )
 
 from . import backends
-from .backends import Backend, BackendUnavailableError, ModelLoadError, OnnxRuntimeBackend, open_backend
+from .backends import (
+    Backend,
+    BackendClosedError,
+    BackendUnavailableError,
+    DeviceIO,
+    ModelLoadError,
+    OnnxRuntimeBackend,
+    open_backend,
+)
 from .default_model import DefaultModelError, default_model_path
 from .detector import Detector
 
 __all__ = [
     "Backend",
+    "BackendClosedError",
     "BackendUnavailableError",
     "DefaultModelError",
     "Detection",
     "Detections",
     "Detector",
+    "DeviceIO",
     "InvalidImageError",
     "LetterboxInfo",
     "ModelLoadError",

@@ -11,9 +11,13 @@ and cameras, and ``detections.jsonl``, one JSON line per frame::
     {"source": "img.jpg", "frame": 0, "detections": [{"box": [x1, y1, x2, y2], "score": 0.9,
      "class_id": 14, "label": "person"}]}
 
-with boxes in original image pixels. Every file is written atomically (temp file + rename). Without
-``-m`` the embedded default model is used (exported on first use into a cache directory). Exit status:
-0 done, 2 bad input (one-line error on stderr), 130 interrupted (outputs so far are kept).
+with boxes in original image pixels. Frames come from :mod:`yolo_nano.runtime.sources` (images through
+the one image reader: EXIF orientation applied, oversized images refused). Every file is written
+atomically (temp file + rename), and annotated images are renamed into place only when the run ends
+well (or is interrupted), so a failed run leaves the outputs of an earlier run as they were. Without
+``-m`` the embedded default model is used (exported on first use into a cache directory). Exit status
+(:mod:`yolo_nano.core.cli`): 0 done, 2 bad input (one-line error on stderr), 3 inference failed in the
+backend, 130 interrupted (outputs so far are kept).
 """
 
 from __future__ import annotations
@@ -23,19 +27,19 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-from yolo_nano.core.fileio import IMAGE_EXTENSIONS, AtomicOutput, atomic_write_bytes, list_images
+from yolo_nano.core.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNAVAILABLE, CommandError, run_command
+from yolo_nano.core.fileio import AtomicOutput
+from yolo_nano.core.images import IMAGE_EXTENSIONS
 
-VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".mjpg", ".mjpeg")
+from .sources import FrameSource, ImageFiles, VideoFrames, open_source, print_warning
+
+PROG = "nano-detect"
 STAGES = ("preprocess", "inference", "postprocess")
-
-
-class UsageError(Exception):
-    """Bad input from the command line: reported as one line, exit status 2."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,12 +78,33 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------------------------------- outputs
-def _write_image_atomic(path: Path, image: np.ndarray) -> None:
-    ext = path.suffix.lower() if path.suffix.lower() in IMAGE_EXTENSIONS else ".jpg"
-    ok, buf = cv2.imencode(ext, image)
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    atomic_write_bytes(path, buf.tobytes(), fsync=False)  # one per frame: atomic, not flushed to disk
+class _StagedImages:
+    """Annotated images encoded into temp files beside their targets and renamed into place together
+    by :meth:`commit` (at the end of a run), so a run that fails half way replaces none of the files
+    an earlier run wrote; :meth:`discard` removes the temp files."""
+
+    def __init__(self) -> None:
+        self.pending: List[AtomicOutput] = []
+
+    def add(self, path: Path, image: np.ndarray) -> None:
+        ext = path.suffix.lower() if path.suffix.lower() in IMAGE_EXTENSIONS else ".jpg"
+        ok, buf = cv2.imencode(ext, image)
+        if not ok:
+            raise CommandError(f"could not encode the annotated image {path}")
+        out = AtomicOutput(path, suffix=ext)
+        self.pending.append(out)
+        with open(out.tmp, "wb") as f:
+            f.write(buf.tobytes())
+
+    def commit(self) -> None:
+        for out in self.pending:
+            out.commit(fsync=False)  # one per frame: atomic, not flushed to disk
+        self.pending = []
+
+    def discard(self) -> None:
+        for out in self.pending:
+            out.discard()
+        self.pending = []
 
 
 class _Jsonl:
@@ -117,7 +142,7 @@ class _VideoOut:
         if not self.writer.isOpened():
             self.writer.release()
             self.out.discard()
-            raise OSError(f"cannot write video {path} (OpenCV has no MJPG writer?)")
+            raise CommandError(f"cannot write video {path} (OpenCV has no MJPG writer?)")
 
     def write(self, frame: np.ndarray) -> None:
         self.writer.write(frame)
@@ -131,77 +156,20 @@ class _VideoOut:
         self.out.discard()
 
 
-# ----------------------------------------------------------------------------------------- sources
-def _classify(source: str) -> Tuple[str, Any]:
-    """('camera', index) | ('folder', [paths]) | ('image', path) | ('video', path)."""
-    if source.isdigit():
-        return "camera", int(source)
-    path = Path(source)
-    if not path.exists():
-        raise UsageError(
-            f"source not found: {source} (expected an image, a folder, a video file or a camera index)"
-        )
-    if path.is_dir():
-        images = [Path(p) for p in list_images(path)]
-        if not images:
-            raise UsageError(f"folder {source} has no images ({', '.join(IMAGE_EXTENSIONS)})")
-        return "folder", images
-    ext = path.suffix.lower()
-    if ext in IMAGE_EXTENSIONS:
-        return "image", path
-    if ext in VIDEO_EXTS:
-        return "video", path
-    raise UsageError(
-        f"{source}: unknown file type {ext or '(no extension)'}; images: {' '.join(IMAGE_EXTENSIONS)}; "
-        f"videos: {' '.join(VIDEO_EXTS)}"
-    )
-
-
-def _check_no_overwrite(kind: str, src: Any, out: Path) -> None:
+def _check_no_overwrite(source: FrameSource, out: Path) -> None:
     """Refuse an --out where annotated outputs would replace the source files."""
     out_r = out.resolve()
-    if kind in ("image", "folder"):
-        paths = [src] if kind == "image" else src
-        if any(p.resolve().parent == out_r for p in paths):
-            raise UsageError(
+    if isinstance(source, ImageFiles):
+        if any(p.resolve().parent == out_r for p in source.paths):
+            raise CommandError(
                 f"--out {out} is where the source images are: annotated copies would overwrite them"
             )
-    elif kind == "video" and (out_r / f"{Path(src).stem}.avi") == Path(src).resolve():
-        raise UsageError(f"--out {out} would overwrite the source video {src} with the annotated one")
-
-
-def _read_image(path: Path) -> Optional[np.ndarray]:
-    """cv2.imread that also reads non-ASCII paths; None when the file is not a readable image."""
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError:
-        return None
-    if data.size == 0:
-        return None
-    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-
-
-def _open_camera(index: int) -> Any:
-    """cv2.VideoCapture(index) without OpenCV's backend-probing warnings on stderr."""
-    log = getattr(getattr(cv2, "utils", None), "logging", None)
-    old = log.getLogLevel() if log is not None else None
-    if log is not None:
-        log.setLogLevel(log.LOG_LEVEL_ERROR)
-    try:
-        return cv2.VideoCapture(index)
-    finally:
-        if log is not None:
-            log.setLogLevel(old)
-
-
-def _frames(cap: Any, max_frames: Optional[int]) -> Iterator[np.ndarray]:
-    n = 0
-    while max_frames is None or n < max_frames:
-        ok, frame = cap.read()
-        if not ok or frame is None:
-            return
-        n += 1
-        yield frame
+    elif (
+        source.kind == "video" and (out_r / f"{Path(source.label).stem}.avi") == Path(source.label).resolve()
+    ):
+        raise CommandError(
+            f"--out {out} would overwrite the source video {source.label} with the annotated one"
+        )
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -221,9 +189,9 @@ class _Stats:
 
 def _check_gui() -> None:
     try:
-        cv2.namedWindow("nano-detect", cv2.WINDOW_NORMAL)
+        cv2.namedWindow(PROG, cv2.WINDOW_NORMAL)
     except cv2.error as e:
-        raise UsageError(
+        raise CommandError(
             "--show needs OpenCV with GUI support and this OpenCV has none (opencv-python-headless?); "
             "install opencv-python, or drop --show and look at the files in --out"
         ) from e
@@ -231,17 +199,44 @@ def _check_gui() -> None:
 
 def _show(image: np.ndarray) -> bool:
     """Show a frame; False when the user pressed q or Esc."""
-    cv2.imshow("nano-detect", image)
+    cv2.imshow(PROG, image)
     return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
 
 
+def _detect(det: Any, image: np.ndarray, label: str) -> Any:
+    """``det(image)``; a failure inside the backend (ONNX Runtime raises its own exception types,
+    TensorRT/pycuda RuntimeError) becomes one line, exit 3, instead of a traceback."""
+    try:
+        return det(image)
+    except (ValueError, TypeError):  # our own checks (e.g. InvalidImageError): keep their types
+        raise
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CommandError(
+            f"inference failed on {label} ({det.backend.name}: {type(e).__name__}: {first}); "
+            "out of memory, a GPU fault, or a model the backend cannot run",
+            EXIT_UNAVAILABLE,
+        ) from e
+
+
 def run(args: argparse.Namespace) -> int:
+    """Run nano-detect with parsed ``args``; raises CommandError and the named errors main() reports."""
+    from yolo_nano.core.images import max_image_pixels
+
+    max_pixels = max_image_pixels()  # a bad YOLO_NANO_MAX_IMAGE_PIXELS fails here, not once per image
+    source = open_source(args.source, args.max_frames, max_pixels, warn=print_warning(PROG))
+    try:
+        return _run_source(args, source)
+    finally:
+        source.close()
+
+
+def _run_source(args: argparse.Namespace, source: FrameSource) -> int:
     from tqdm import tqdm
 
     from .default_model import default_model_path
     from .detector import Detector
 
-    kind, src = _classify(args.source)
     if args.show:
         _check_gui()
     classes: Optional[List[Any]] = None
@@ -260,97 +255,61 @@ def run(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     if not args.no_save:
-        _check_no_overwrite(kind, src, out)
+        _check_no_overwrite(source, out)
     out.mkdir(parents=True, exist_ok=True)
     stats = _Stats()
     jsonl = _Jsonl(out / "detections.jsonl")
+    staged = _StagedImages()
     video: Optional[_VideoOut] = None
     interrupted = False
+    is_video = isinstance(source, VideoFrames)
     t_start = time.perf_counter()
+    bar = tqdm(
+        total=source.frame_count,
+        desc=source.name if is_video else "images",
+        unit="frame" if is_video else "img",
+        disable=source.kind == "image",
+        file=sys.stderr,
+    )
     try:
-        if kind in ("image", "folder"):
-            paths: List[Path] = [src] if kind == "image" else src
-            bar = tqdm(paths, desc="images", unit="img", disable=kind == "image", file=sys.stderr)
-            for path in bar:
-                image = _read_image(path)
-                if image is None:
-                    if kind == "image":
-                        raise UsageError(f"cannot read image {path} (not an image file, or corrupt)")
-                    tqdm.write(f"warning: skipping {path}: not a readable image", file=sys.stderr)
-                    stats.skipped += 1
-                    continue
-                try:
-                    dets = det(image)
-                except ValueError as e:  # e.g. a 16-bit image: say which file and go on
-                    if kind == "image":
-                        raise UsageError(f"{path}: {e}") from e
-                    tqdm.write(f"warning: skipping {path}: {e}", file=sys.stderr)
-                    stats.skipped += 1
-                    continue
-                stats.add(dets)
-                jsonl.write(str(path), 0, dets)
-                if not args.no_save or args.show:
-                    drawn = dets.draw(image)
-                    if not args.no_save:
-                        _write_image_atomic(out / path.name, drawn)
-                    if args.show and not _show(drawn):
-                        break
-            if stats.frames == 0:
-                raise UsageError(f"none of the {len(paths)} images in {args.source} could be read")
-        else:
-            if kind == "camera":
-                cap = _open_camera(src)
-                if not cap.isOpened():
-                    raise UsageError(f"camera {src} could not be opened (is it connected? try another index)")
-                name, label = f"camera{src}", f"camera:{src}"
-            else:
-                cap = cv2.VideoCapture(str(src))
-                if not cap.isOpened():
-                    raise UsageError(f"cannot open video {src} (corrupt file or a codec OpenCV lacks)")
-                name, label = Path(src).stem, str(src)
-            fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-            total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if kind == "video" else 0
-            if args.max_frames is not None and total > 0:
-                total = min(total, args.max_frames)
-            bar = tqdm(total=total if total > 0 else None, desc=name, unit="frame", file=sys.stderr)
-            try:
-                for i, frame in enumerate(_frames(cap, args.max_frames)):
-                    dets = det(frame)
-                    stats.add(dets)
-                    jsonl.write(label, i, dets)
-                    drawn = dets.draw(frame) if (not args.no_save or args.show) else frame
-                    if not args.no_save:
-                        if video is None:
-                            video = _VideoOut(
-                                out / f"{name}.avi",
-                                fps if fps > 0 else 30.0,
-                                (frame.shape[1], frame.shape[0]),
-                            )
-                        video.write(drawn)
-                    bar.update(1)
-                    if args.show and not _show(drawn):
-                        break
-            finally:
-                bar.close()
-                cap.release()
-            if stats.frames == 0:
-                raise UsageError(f"no frame could be read from {label}")
+        for frame in source:
+            dets = _detect(det, frame.image, frame.label)
+            stats.add(dets)
+            jsonl.write(frame.label, frame.number, dets)
+            bar.update(1)
+            if args.no_save and not args.show:
+                continue
+            drawn = dets.draw(frame.image)
+            if not args.no_save:
+                if frame.path is not None:
+                    staged.add(out / frame.path.name, drawn)
+                else:
+                    if video is None:
+                        size = (frame.image.shape[1], frame.image.shape[0])
+                        video = _VideoOut(out / f"{source.name}.avi", source.fps or 30.0, size)
+                    video.write(drawn)
+            if args.show and not _show(drawn):
+                break
     except KeyboardInterrupt:  # keep what was done so far
         interrupted = True
     except BaseException:  # an error: leave earlier outputs in place, drop the partial ones
         jsonl.abort()
+        staged.discard()
         if video is not None:
             video.abort()
         raise
     finally:
+        bar.close()
         if args.show:
             cv2.destroyAllWindows()
+    stats.skipped = source.skipped
     jsonl.close()
+    staged.commit()
     if video is not None:
         video.close()
     wall = time.perf_counter() - t_start
     _summary(stats, wall, det, out, args.no_save)
-    return 130 if interrupted and kind != "camera" else 0
+    return EXIT_INTERRUPTED if interrupted and source.kind != "camera" else EXIT_OK
 
 
 def _summary(stats: _Stats, wall: float, det: Any, out: Path, no_save: bool) -> None:
@@ -370,27 +329,32 @@ def _summary(stats: _Stats, wall: float, det: Any, out: Path, no_save: bool) -> 
     print(f"results: {out / 'detections.jsonl'}" + ("" if no_save else f", annotated output in {out}"))
 
 
+def _main(argv: Optional[Sequence[str]]) -> int:
+    return run(_parser().parse_args(argv))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``nano-detect``; returns the exit status."""
     from yolo_nano.core.metadata import MetadataError
+    from yolo_nano.core.preprocess import InvalidImageError
 
     from .backends import BackendUnavailableError, ModelLoadError
     from .default_model import DefaultModelError
+    from .sources import SourceError
 
-    args = _parser().parse_args(argv)
-    try:
-        return run(args)
-    except (
-        UsageError,
+    # Named errors are user mistakes (one line, exit 2); ValueError covers the Detector's option checks
+    # (--conf 2), OSError an unwritable --out.
+    expected = (
+        SourceError,
+        InvalidImageError,
         ModelLoadError,
         MetadataError,
         BackendUnavailableError,
         DefaultModelError,
         ValueError,
         OSError,
-    ) as e:
-        print(f"nano-detect: error: {e}", file=sys.stderr)
-        return 2
+    )
+    return run_command(PROG, _main, argv, expected=expected)
 
 
 if __name__ == "__main__":

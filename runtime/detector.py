@@ -4,42 +4,51 @@ Everything model specific (input size, anchors, strides, class names, preprocess
 model's own metadata. Steps, each a public numpy building block: :func:`preprocess` (letterbox,
 normalise, NCHW) -> ``backend.infer`` -> :func:`decode` fused with the confidence threshold ->
 (class filter) -> :func:`batched_nms` / :func:`nms` -> :func:`scale_boxes`.
+
+Batching lives here and only here: a list of images runs in chunks of at most the backend's
+``max_batch``, and a short chunk is padded with blank images to ``batch_size`` for a fixed-batch model
+(a static TensorRT engine, every DLA engine: their runtime shape must equal the build shape).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any, List, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
+from yolo_nano.core.backend import Backend, BackendClosedError
 from yolo_nano.core.detections import Detections
 from yolo_nano.core.metadata import ModelMetadata
 from yolo_nano.core.postprocess import PostprocessConfig, detections_from_heads
 from yolo_nano.core.preprocess import InvalidImageError, LetterboxInfo, preprocess
 
-from .backends import BACKEND_CHOICES, is_backend, open_backend
+from .backends import BACKEND_CHOICES, open_backend
 
 
 class Detector:
     """YOLO detector on an exported model.
 
-    ``model``: path to an ``.onnx`` export (ONNX Runtime; CUDA provider if present, else CPU) or a
-    TensorRT ``.engine`` (needs TensorRT), or a ready backend object (see
-    :mod:`yolo_nano.runtime.backends`). ``backend``: ``"auto"`` or one of
-    :data:`~yolo_nano.runtime.backends.BACKEND_CHOICES`. ``threads``: ONNX Runtime CPU threads.
+    ``model``: path to an ``.onnx`` export (ONNX Runtime; CUDA provider if present, else CPU), a
+    TensorRT ``.engine`` (needs TensorRT) or ``.safetensors`` weights (needs PyTorch), or a ready
+    :class:`~yolo_nano.core.backend.Backend` (see :mod:`yolo_nano.runtime.backends`). ``backend``:
+    ``"auto"`` or one of :data:`~yolo_nano.runtime.backends.BACKEND_CHOICES`. ``threads``: CPU threads.
 
     ``conf_threshold``: keep detections with ``score > conf_threshold`` (score = objectness x class
     probability, in [0, 1]); ``iou_threshold``: NMS drops boxes with IoU above it; ``max_detections``:
     at most this many per image (highest scores); ``class_agnostic``: NMS across classes;
     ``classes``: keep only these class ids or names (None: all).
 
-    A list of images runs in chunks: the model's fixed batch size, or up to :attr:`max_dynamic_batch`
-    (32) images at a time for a dynamic-batch model.
+    A list of images runs in chunks: the model's fixed batch size (a short last chunk padded with blank
+    images), or up to the backend's ``max_batch`` and at most :attr:`max_dynamic_batch` (32) images at
+    a time for a dynamic-batch model.
 
     Calling it is thread safe: one Detector used from several threads gives the results of sequential
-    use (no per-call state is stored on the object).
+    use (no per-call state is stored on the object). :meth:`close` (or ``with Detector(...) as det:``)
+    releases the backend the Detector opened from a path (a backend passed in stays its owner's to
+    close); calling a closed Detector raises :class:`~yolo_nano.core.backend.BackendClosedError`.
     """
 
     max_dynamic_batch = 32
@@ -62,16 +71,34 @@ class Detector:
             raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
         if int(max_detections) < 1:
             raise ValueError(f"max_detections must be >= 1, got {max_detections}")
-        if is_backend(model):
-            self.backend = model
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._owns_backend = False
+        if isinstance(model, Backend):
+            self.backend: Backend = model
         elif isinstance(model, (str, os.PathLike)):
             if backend not in BACKEND_CHOICES:
                 raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")
             self.backend = open_backend(os.fspath(model), backend, threads=threads)
+            self._owns_backend = True
         else:
             raise TypeError(
-                f"model must be a path to .onnx/.engine or a backend object, got {type(model).__name__}"
+                f"model must be a path to .onnx/.engine/.safetensors or a Backend, got {type(model).__name__}"
             )
+        try:
+            self._configure(conf_threshold, iou_threshold, max_detections, class_agnostic, classes)
+        except BaseException:
+            self.close()  # do not keep a backend we opened when the arguments are bad
+            raise
+
+    def _configure(
+        self,
+        conf_threshold: float,
+        iou_threshold: float,
+        max_detections: int,
+        class_agnostic: bool,
+        classes: Optional[Sequence[Union[int, str]]],
+    ) -> None:
         self.metadata: ModelMetadata = self.backend.metadata
         self.conf_threshold = float(conf_threshold)
         self.iou_threshold = float(iou_threshold)
@@ -131,21 +158,34 @@ class Detector:
 
     def detect_batch(self, images: Sequence[Any]) -> List[Detections]:
         """Detect on a list of images; one :class:`Detections` per image, in order."""
+        if self._closed:
+            raise BackendClosedError(f"{self!r} is closed")
         if len(images) == 0:
             return []
-        fixed = self.backend.batch_size
-        chunk = fixed if fixed else min(len(images), self.max_dynamic_batch)
+        chunk = self.chunk_size(len(images))
         results: List[Detections] = []
         for start in range(0, len(images), chunk):
-            results.extend(self._run_chunk(images[start : start + chunk], fixed))
+            results.extend(self._run_chunk(images[start : start + chunk]))
         return results
 
-    def _run_chunk(self, images: Sequence[Any], fixed: Optional[int]) -> List[Detections]:
+    def chunk_size(self, num_images: int) -> int:
+        """Images per backend call for a list of ``num_images``: the fixed batch size of a fixed-batch
+        model, else at most the backend's ``max_batch`` and :attr:`max_dynamic_batch`."""
+        fixed = self.backend.batch_size
+        if fixed:
+            return int(fixed)
+        limit = min(int(self.backend.max_batch or self.max_dynamic_batch), self.max_dynamic_batch)
+        return max(1, min(num_images, limit))
+
+    def _run_chunk(self, images: Sequence[Any]) -> List[Detections]:
+        """One backend call: preprocess -> infer -> postprocess for at most :meth:`chunk_size` images
+        (the step a device-side pipeline replaces). Pads a short chunk for a fixed-batch model."""
         meta = self.metadata
+        fixed = self.backend.batch_size
         t0 = time.perf_counter()
         batch, infos = preprocess(images, meta)
         n = batch.shape[0]
-        if fixed and n < fixed:  # a fixed-batch model: pad the last chunk with blank images
+        if fixed and n < fixed:  # a fixed-batch model: pad with blank images, drop their outputs below
             batch = np.concatenate([batch, np.zeros((fixed - n,) + batch.shape[1:], np.float32)])
         t1 = time.perf_counter()
         outputs = self.backend.infer(batch)
@@ -169,3 +209,22 @@ class Detector:
             self.conf_threshold, self.iou_threshold, self.max_detections, self.class_agnostic, self.classes
         )
         return detections_from_heads(outputs, infos, self.metadata, config)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stop accepting images and close the backend if this Detector opened it. Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._owns_backend:
+            self.backend.close()
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

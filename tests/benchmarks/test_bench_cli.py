@@ -1,5 +1,6 @@
 """nano-bench end to end: real ONNX Runtime sessions, the fake nvpmodel/jetson_clocks as subprocesses,
-a recorded INA3221 tree, restore on exception, SIGINT and SIGTERM, gates and bad input."""
+a recorded INA3221 tree, restore on exception and on SIGINT, SIGTERM, SIGHUP and SIGQUIT, gates and bad
+input (more bad input, the board lock and recovery after SIGKILL: test_bench_errors.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import time
 
 import pytest
 
-from testsupport.board import NX_CONF, XAVIER_CONF, XAVIER_RAILS, SysfsBoard
-from yolo_nano.benchmarks import bench
+from testsupport.board import NX_CONF, XAVIER_CONF
+from testsupport.board import jetson_root as make_jetson_root
+from yolo_nano.benchmarks import bench, runner
 from yolo_nano.benchmarks.results import read_jsonl
 
 FAST = ["--duration", "0.3", "--warmup", "0.05", "--sample-interval", "0.02"]
@@ -25,19 +27,8 @@ REQUIRED = (
 
 
 def jetson_root(tmp_path, watts=None):
-    """A sysfs root that looks like an AGX Xavier on JetPack 4 with constant rail powers."""
-    root = str(tmp_path / "root")
-    board = SysfsBoard(root, "iio", XAVIER_RAILS)
-    board.set(watts or {"GPU": 4.0, "CPU": 2.0, "SOC": 1.5, "CV": 0.5, "VDDRQ": 1.0, "SYS5V": 3.0})
-    os.makedirs(os.path.join(root, "proc/device-tree"))
-    with open(os.path.join(root, "proc/device-tree/model"), "wb") as f:
-        f.write(b"Jetson-AGX\x00")
-    os.makedirs(os.path.join(root, "etc"))
-    with open(os.path.join(root, "etc/nv_tegra_release"), "w") as f:
-        f.write(
-            "# R35 (release), REVISION: 2.1, GCID: 32413640, BOARD: t186ref, EABI: aarch64, DATE: Tue Jan 24\n"
-        )
-    return root
+    """A sysfs root that looks like an AGX Xavier on JetPack 5.1 with constant rail powers (12 W)."""
+    return make_jetson_root(str(tmp_path / "root"), watts)
 
 
 def test_cpu_run_without_power(tiny_onnx, tmp_path, capsys):
@@ -96,7 +87,7 @@ def test_restore_on_exception(tiny_onnx, tmp_path, fake_board, monkeypatch):
         assert fb.mode() == 2 and fb.clocks() == "on"
         raise RuntimeError("engine exploded")
 
-    monkeypatch.setattr(bench, "measure_model", boom)
+    monkeypatch.setattr(runner, "measure_model", boom)
     with pytest.raises(RuntimeError, match="engine exploded"):
         bench.main([tiny_onnx, "--power", "15W", "--jetson-clocks", "--nvpmodel-conf", XAVIER_CONF,
                     "--sysfs-root", str(tmp_path), "--out", str(tmp_path / "o")] + FAST)  # fmt: skip
@@ -113,7 +104,9 @@ def _spawn(args, env):
     )
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(
+    "sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGQUIT, 131)]
+)
 def test_interrupted_run_restores_mode_and_clocks(tiny_onnx, tmp_path, fake_board, sig, code):
     fb = fake_board(mode=7, clocks="off")  # MODE_15W_DESKTOP
     env = dict(os.environ, **fb.env)
@@ -182,7 +175,6 @@ def test_permission_hint(tiny_onnx, tmp_path, fake_board, monkeypatch, capsys):
         (["{m}", "--duration", "0"], "--duration must be > 0"),
         (["{m}", "--power", "15W", "--nvpmodel-conf", "/nonexistent.conf"], "file not found"),
         (["{m}", "--power", "15W", "--sysfs-root", "{t}"], "--power needs the board's nvpmodel conf"),
-        (["{m}", "--gate", "/nonexistent.json"], "cannot read gate file"),
         (["{m}", "--source", "images", "--input", "{t}"], "no images"),
         (["{m}", "--source", "video", "--input", "{t}/none.mp4"], "video file not found"),
     ],

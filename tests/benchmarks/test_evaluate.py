@@ -106,7 +106,7 @@ def test_model_mode_torch_and_onnx_agree(synth_set, tmp_path, capsys):
     torch = pytest.importorskip("torch", reason="the PyTorch backend needs the train extra")
     from yolo_nano.data.synth import SHAPE_CLASSES
     from yolo_nano.model.export import export_onnx
-    from yolo_nano.model.network import build_model
+    from yolo_nano.model.registry import build_model
     from yolo_nano.model.weights import save_weights
 
     torch.manual_seed(0)

@@ -95,15 +95,85 @@ def test_baseline_from_results_file_and_require(tmp_path):
     "gate, msg",
     [
         ({}, "nothing to check"),
-        ({"thresholds": {"fps_e2e": 3}}, "needs {'min': x}"),
-        ({"thresholds": {"fps_e2e": {"min": "fast"}}}, "must be a number"),
+        ([], "the top level must be a JSON object"),
+        ({"thresholds": {"fps_e2e": 3}}, "thresholds.fps_e2e must be a JSON object"),
+        ({"thresholds": [{"fps_e2e": {"min": 1}}]}, "thresholds must be a JSON object .* not list"),
+        (
+            {"thresholds": {"fps_e2e": {"min": "fast"}}},
+            'thresholds.fps_e2e.min must be a finite number, not "fast"',
+        ),
+        ({"thresholds": {"fps_e2e": {"min": True}}}, "min must be a finite number, not true"),
+        ({"thresholds": {"fps_e2e": {"max": 1, "min": 2}}}, "min 2 is above max 1"),
+        ({"thresholds": {"fps_e2e": {"min": 1, "optional": "yes"}}}, "optional must be true or false"),
+        ({"thresholds": {"fps_e2e": {"minimum": 1}}}, r"unknown keys \['minimum'\] in thresholds.fps_e2e"),
+        (
+            {"thresholds": {"fps_e2ee": {"min": 1}}},
+            "'fps_e2ee' is not a numeric record field; did you mean 'fps_e2e'",
+        ),
+        ({"thresholds": {"backend": {"min": 1}}}, "'backend' is not a numeric record field"),
         ({"thresholds": {}, "bogus": 1}, "unknown keys"),
+        ({"name": 5, "thresholds": {"fps_e2e": {"min": 1}}}, "name must be a string"),
+        ({"require": ["backend"], "thresholds": {"fps_e2e": {"min": 1}}}, "require must be a JSON object"),
+        (
+            {"require": {"backnd": "tensorrt"}, "thresholds": {"fps_e2e": {"min": 1}}},
+            "did you mean 'backend'",
+        ),
+        (
+            {"require": {"backend": {"x": 1}}, "thresholds": {"fps_e2e": {"min": 1}}},
+            "require.backend must be",
+        ),
         ({"baseline": {"tolerance": 0.1}}, "baseline needs"),
+        ({"baseline": [1]}, "baseline must be a JSON object"),
+        (
+            {"baseline": {"metrics": {"fps_e2e": 30}, "tolerance": "10%"}},
+            'baseline.tolerance must be a finite number >= 0, not "10%"',
+        ),
+        (
+            {"baseline": {"metrics": {"fps_e2e": 30}, "tolerance": -0.1}},
+            "baseline.tolerance must be a finite number >= 0",
+        ),
+        ({"baseline": {"metrics": {"fps_e2e": "30"}}}, "baseline.metrics.fps_e2e must be a finite number"),
+        (
+            {"baseline": {"metrics": {"fps_e2e": 30}, "tolerances": {"fps_e2e": None}}},
+            "tolerances.fps_e2e must be",
+        ),
+        (
+            {"baseline": {"metrics": {"fps_e2e": 30}, "directions": {"fps_e2e": "up"}}},
+            'must be "lower" or "higher"',
+        ),
+        (
+            {"baseline": {"metrics": {"fps_e2e": 30}, "compare": "fps_e2e"}},
+            "compare must be a non-empty list",
+        ),
+        ({"baseline": {"file": "missing.jsonl"}}, "cannot read baseline results .*missing.jsonl"),
+        ({"baseline": {"file": 3}}, "baseline.file must be a path"),
     ],
 )
 def test_malformed_gates(tmp_path, gate, msg):
     with pytest.raises(GateError, match=msg):
         load_gate(write(tmp_path, gate))
+
+
+@pytest.mark.parametrize(
+    "text, msg",
+    [
+        ('{"fps_e2e": 1}\n{oops\n', r"baseline results are corrupt: .*base.jsonl:2: not a JSON line"),
+        ("[1, 2]\n", "base.jsonl:1: not a JSON line: a JSON list, not an object"),
+        ("", "hold no records"),
+        ("\xff\xfe\n", "base.jsonl:1: not a JSON line"),
+    ],
+)
+def test_corrupt_baseline_file_is_a_gate_error(tmp_path, text, msg):
+    (tmp_path / "base.jsonl").write_bytes(text.encode("latin-1"))
+    with pytest.raises(GateError, match=msg):
+        load_gate(write(tmp_path, {"baseline": {"file": "base.jsonl"}}))
+
+
+def test_deeply_nested_gate_is_a_gate_error(tmp_path):
+    p = tmp_path / "deep.json"
+    p.write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(GateError, match="not valid JSON"):
+        load_gate(str(p))
 
 
 def test_not_json_or_missing(tmp_path):

@@ -27,3 +27,12 @@ def test_workflow_exports_at_the_papers_input_size():
     with open(WORKFLOW) as f:
         export = [line for line in f if "nano-export" in line and "-o " in line]
     assert len(export) == 1 and "--size 416" in export[0]
+
+
+def test_workflow_puts_the_board_back_even_after_a_cancelled_job():
+    """A cancelled job kills nano-bench mid-run; the always() step restores from the state it recorded."""
+    with open(WORKFLOW) as f:
+        text = f.read()
+    step = text[text.index("Put the board back") :]
+    assert step.splitlines()[1].strip() == "if: always()" and "nano-bench --restore" in step.splitlines()[2]
+    assert "install -d -m 0775" in text and "/var/lib/yolo-nano" in text  # the runner setup names the folder

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from testsupport import tiny_onnx
+from testsupport.images import exif_jpeg, gradient, jpeg_bomb, png_bomb
 from yolo_nano.calibration.batcher import (
     RECOMMENDED_IMAGES,
     CalibrationBatcher,
@@ -16,6 +17,7 @@ from yolo_nano.calibration.batcher import (
     list_calibration_images,
     subsample,
 )
+from yolo_nano.core.images import read_image
 from yolo_nano.core.preprocess import preprocess
 
 META = tiny_onnx.tiny_metadata()
@@ -126,6 +128,40 @@ def test_unreadable_images_are_skipped_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="skipped 1 unreadable"):
         out = list(b)
     assert len(out) == 3 and b.skipped == [str(folder / "broken.jpg")]
+
+
+def test_header_bombs_and_fifos_are_skipped_not_decoded(tmp_path):
+    folder = tmp_path / "bombs"
+    tiny_onnx.write_images(str(folder), 2, seed=6)
+    (folder / "bomb.png").write_bytes(png_bomb())
+    (folder / "bomb.jpg").write_bytes(jpeg_bomb())
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(str(folder / "pipe.jpg"))
+    b = _batcher(str(folder))
+    with pytest.warns(UserWarning, match="skipped .* unreadable calibration image.*image too large"):
+        out = list(b)
+    assert len(out) == 2
+    assert sorted(os.path.basename(p) for p in b.skipped) == sorted(
+        ["bomb.jpg", "bomb.png"] + (["pipe.jpg"] if hasattr(os, "mkfifo") else [])
+    )
+
+
+def test_exif_rotated_jpeg_is_calibrated_upright(tmp_path):
+    """Calibration sees a phone photo as nano-detect does (EXIF orientation applied, the one reader)."""
+    folder = tmp_path / "exif"
+    folder.mkdir()
+    stored = gradient((20, 40))
+    (folder / "photo.jpg").write_bytes(exif_jpeg(stored, 6))
+    (batch,) = list(_batcher(str(folder)))
+    upright = read_image(folder / "photo.jpg")
+    assert upright.shape == (40, 20, 3)
+    expected, infos = preprocess([upright], META)
+    assert np.array_equal(batch, expected)
+    assert infos[0].original_shape == (40, 20)
+    sideways, _ = preprocess(
+        [cv2.imdecode(np.fromfile(str(folder / "photo.jpg"), np.uint8), cv2.IMREAD_UNCHANGED)], META
+    )
+    assert not np.array_equal(batch, sideways)  # the test can tell the two apart
 
 
 def test_all_unreadable_is_an_error(tmp_path):

@@ -15,11 +15,13 @@ from yolo_nano.calibration.cache import (
     preprocess_hash,
     read_cache,
     read_identity,
+    save_with_identity,
     scale_to_hex,
     sidecar_path,
     write_cache,
     write_identity,
 )
+from yolo_nano.core.fileio import sha256_file
 from yolo_nano.core.metadata import ModelMetadata
 
 SAMPLE = """TRT-8502-EntropyCalibration2
@@ -119,20 +121,73 @@ def test_preprocess_hash_tracks_preprocessing():
 
 def test_identity_sidecar_round_trip(tmp_path):
     path = tmp_path / "m.calib"
-    write_identity(path, ident(num_images=512))
+    save_with_identity(path, SAMPLE.encode(), ident(num_images=512))
     got = read_identity(path)
     assert got is not None and got.num_images == 512 and got.created
+    assert got.cache_sha256 == sha256_file(path) and got.kind == "tensorrt-cache"
     assert json.loads(Path(sidecar_path(path)).read_text())["batch"] == 8
     assert read_identity(tmp_path / "other.calib") is None
     (tmp_path / "bad.calib.json").write_text('{"onnx_sha256": 1}')
-    with pytest.raises(CacheFormatError, match="malformed"):
+    with pytest.raises(CacheFormatError, match="invalid calibration cache identity"):
         read_identity(tmp_path / "bad.calib")
+
+
+GOOD = dict(onnx_sha256="a" * 64, preprocess_sha256="b" * 64, algorithm="entropy", batch=8,
+            tensorrt_version="8.5.2.2", cache_sha256="c" * 64, kind="tensorrt-cache", format_version=2)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "field, raw, words",
+    [
+        ("batch", "1e400", "'batch' must be an integer, got inf"),
+        ("batch", "Infinity", "'batch' must be an integer|not a JSON number"),
+        ("batch", "0", "'batch' must be in 1..4096"),
+        ("batch", "true", "'batch' must be an integer, got True"),
+        ("onnx_sha256", '["x"]', "'onnx_sha256' must be a 64-digit lowercase hex sha256, got ['x']"),
+        ("num_images", "-3", "'num_images' must be a count"),
+        ("tensorrt_version", "8.5", "'tensorrt_version' must be a short string"),
+        ("algorithm", '"kl"', "'algorithm' must be one of"),
+        ("kind", '"model"', "'kind' must be one of"),
+        ("format_version", "1", "written by an older nano-build, without the sha256 of the cache"),
+        ("format_version", "9", "newer than this yolo-nano-edge"),
+        ("cache_sha256", "null", "'cache_sha256' is missing"),
+    ],
+)
+def test_invalid_sidecars_are_one_line_errors(tmp_path, field, raw, words):
+    doc = dict(GOOD)
+    doc[field] = "PLACEHOLDER"
+    (tmp_path / "m.calib.json").write_text(json.dumps(doc).replace('"PLACEHOLDER"', raw))
+    with pytest.raises(CacheFormatError) as e:
+        read_identity(tmp_path / "m.calib")
+    assert any(w in str(e.value) for w in words.split("|")) and "\n" not in str(e.value)
+
+
+def test_deeply_nested_sidecar_is_invalid(tmp_path):
+    (tmp_path / "m.calib.json").write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(CacheFormatError, match="nested too deeply|unreadable"):
+        read_identity(tmp_path / "m.calib")
+
+
+def test_edited_cache_no_longer_matches_its_sidecar(tmp_path):
+    path = _cache_with_identity(tmp_path, ident())
+    assert decide_cache(path, ident()).action == "reuse"
+    path.write_text(SAMPLE.replace("3f800000", "3f000000"))  # still a valid cache, other scales
+    d = decide_cache(path, ident())
+    assert d.action == "stale" and "changed after it was written" in d.reasons[0]
+
+
+def test_qdq_kind_is_not_parsed_as_a_tensorrt_cache(tmp_path):
+    path = tmp_path / "m.qdq.onnx"
+    save_with_identity(path, b"\x08\x07 an onnx file", ident(kind="qdq-onnx", tensorrt_version="any"))
+    assert decide_cache(path, ident(kind="qdq-onnx", tensorrt_version="any")).action == "reuse"
+    d = decide_cache(path, ident())
+    assert d.action == "stale" and "malformed" in d.reasons[0]
 
 
 def _cache_with_identity(tmp_path, identity):
     path = tmp_path / "m.calib"
     path.write_text(SAMPLE)
-    write_identity(path, identity)
+    write_identity(path, identity)  # records the sha256 of the file as written
     return path
 
 

@@ -33,9 +33,30 @@ def test_calib_show_prints_ranges_and_identity(tmp_path):
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("head_s32"))
     assert line.split()[1:] == ["1", "127"]
     write_identity(path, CacheIdentity("a" * 64, "b" * 64, "entropy", 4, "8.5.2.2", num_images=500))
+    r = run("nano-calib", "show", path)
+    assert "cache sha256 matches" in r.stdout
     r = run("nano-calib", "show", path, "--json")
     doc = json.loads(r.stdout)
     assert doc["identity"]["num_images"] == 500 and doc["tensors"][1]["dynamic_range"] == 127.0
+    assert doc["cache_matches_identity"] is True
+    path.write_text(CACHE.replace("3f800000", "3f000000"))
+    r = run("nano-calib", "show", path)
+    assert r.returncode == 0 and "EDITED after it was written" in r.stdout and "will not reuse" in r.stdout
+
+
+def test_calib_show_invalid_sidecar_is_one_line(tmp_path):
+    path = tmp_path / "m.calib"
+    path.write_text(CACHE)
+    for raw in (
+        '{"batch": 1e400}',
+        '{"batch": Infinity}',
+        "[" * 50000 + "]" * 50000,
+        '{"onnx_sha256": ["x"]}',
+    ):
+        (tmp_path / "m.calib.json").write_text(raw)
+        r = run("nano-calib", "show", path)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "calibration cache identity" in r.stderr and "['x']" not in r.stdout
 
 
 def test_calib_show_rejects_malformed_with_line_number(tmp_path):

@@ -10,12 +10,24 @@ import onnxruntime as ort
 import pytest
 
 from testsupport import tiny_onnx
+from yolo_nano.calibration import int8_schemes
+from yolo_nano.calibration import quantize as quantize_module
 from yolo_nano.calibration.batcher import CalibrationBatcher, FewCalibrationImagesWarning
+from yolo_nano.calibration.int8_schemes import (
+    CPU_CLASSES,
+    INT8_SCHEMES,
+    SCHEME_FOR_CPU,
+    cpu_class,
+    saturating_schemes,
+    this_cpu_class,
+)
 from yolo_nano.calibration.quantize import (
     QuantizeError,
+    SaturatingSchemeWarning,
     head_nodes,
     is_qdq_model,
     quantize_qdq,
+    resolve_int8_scheme,
     tensorrt_qdq_problems,
 )
 from yolo_nano.core.metadata import MetadataError, read_onnx_metadata
@@ -33,8 +45,41 @@ def quantized(tmp_path_factory, tiny_onnx_path, calib_dir):
     return _quantize(tiny_onnx_path, calib_dir, out)
 
 
+@pytest.fixture(scope="module")
+def quantized_with(tmp_path_factory, tiny_onnx_path, calib_dir, quantized):
+    """quantized_with(scheme): the tiny model quantized with that --int8-scheme (cpu target), cached."""
+    done = {quantized.int8_scheme: quantized}
+
+    def make(scheme):
+        if scheme not in done:
+            out = str(tmp_path_factory.mktemp("q") / f"tiny.{scheme}.onnx")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SaturatingSchemeWarning)  # u8s8 asked for on AVX2
+                done[scheme] = _quantize(tiny_onnx_path, calib_dir, out, int8_scheme=scheme)
+        return done[scheme]
+
+    return make
+
+
 def _relative_error(a, b):
     return float(np.abs(a - b).max() / (np.abs(a).max() + 1e-12))
+
+
+def _errors_against_fp32(model_path, tiny_onnx_path, calib_dir):
+    """Max relative error of each head on each of 8 calibration images, INT8 vs FP32 in ONNX Runtime."""
+    meta = read_onnx_metadata(tiny_onnx_path)
+    fp32 = ort.InferenceSession(tiny_onnx_path, providers=["CPUExecutionProvider"])
+    int8 = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FewCalibrationImagesWarning)
+        batches = list(CalibrationBatcher(calib_dir, meta, progress=False))
+    errors = []
+    for batch in batches[:8]:
+        a = fp32.run(None, {"images": batch})
+        b = int8.run(None, {"images": batch})
+        assert [x.shape for x in a] == [y.shape for y in b] and all(y.dtype == np.float32 for y in b)
+        errors += [_relative_error(x, y) for x, y in zip(a, b)]
+    return errors
 
 
 def test_output_is_qdq_with_metadata(quantized, tiny_onnx_path):
@@ -99,20 +144,166 @@ def test_head_convolutions_stay_float(quantized):
 
 
 def test_runs_in_ort_close_to_fp32(quantized, tiny_onnx_path, calib_dir):
-    meta = read_onnx_metadata(tiny_onnx_path)
-    fp32 = ort.InferenceSession(tiny_onnx_path, providers=["CPUExecutionProvider"])
-    int8 = ort.InferenceSession(quantized.output_path, providers=["CPUExecutionProvider"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FewCalibrationImagesWarning)
-        batches = list(CalibrationBatcher(calib_dir, meta, progress=False))
-    errors = []
-    for batch in batches[:8]:
-        a = fp32.run(None, {"images": batch})
-        b = int8.run(None, {"images": batch})
-        assert [x.shape for x in a] == [y.shape for y in b] and all(y.dtype == np.float32 for y in b)
-        errors += [_relative_error(x, y) for x, y in zip(a, b)]
-    assert max(errors) < 0.1, errors
+    """The default (auto) model is accurate on the CPU that made it, whatever its class: on AVX2 without
+    VNNI full-range u8s8 saturates (max error 0.128 here), so auto must have picked another scheme."""
+    cpu = this_cpu_class()
+    assert quantized.int8_scheme == SCHEME_FOR_CPU[cpu] and quantized.quantized_on == cpu
+    assert quantized.int8_scheme not in saturating_schemes(cpu)
+    errors = _errors_against_fp32(quantized.output_path, tiny_onnx_path, calib_dir)
+    assert max(errors) < 0.1, (cpu, quantized.int8_scheme, errors)
     assert min(errors) > 0.0  # it really is quantized
+
+
+@pytest.mark.parametrize("scheme", INT8_SCHEMES)
+def test_each_scheme_close_to_fp32_where_exact(quantized_with, tiny_onnx_path, calib_dir, scheme):
+    cpu = this_cpu_class()
+    if scheme in saturating_schemes(cpu):
+        pytest.skip(f"{scheme} saturates in ONNX Runtime on this CPU class ({cpu}); auto never picks it here")
+    r = quantized_with(scheme)
+    errors = _errors_against_fp32(r.output_path, tiny_onnx_path, calib_dir)
+    assert max(errors) < 0.1, (cpu, scheme, errors)
+    assert min(errors) > 0.0
+
+
+def _weights_and_zero_points(model):
+    """{weight initializer name: (values, zero point)} of the quantized convolution weights."""
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {
+        n.input[0]: (inits[n.input[0]], inits[n.input[2]])
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].ndim == 4
+    }
+
+
+def test_scheme_sets_weight_type_and_metadata(quantized_with):
+    full, seven_bit, unsigned = (quantized_with(s) for s in INT8_SCHEMES)
+    # (dtype, zero point, largest |q - zero point|): 7 bits reach 64; ORT's symmetric uint8 reaches 0 = 128 - 128
+    for r, dtype, zero, reach in (
+        (full, np.int8, 0, 127),
+        (seven_bit, np.int8, 0, 64),
+        (unsigned, np.uint8, 128, 128),
+    ):
+        weights = _weights_and_zero_points(onnx.load(r.output_path))
+        assert len(weights) == 5  # c1..c5
+        spans = []
+        for values, zp in weights.values():
+            assert values.dtype == dtype and zp.dtype == dtype
+            assert (zp == zero).all()  # one zero point per tensor: ONNX Runtime's QLinearConv needs it
+            spans.append(int(np.abs(values.astype(int) - zero).max()))
+        assert max(spans) == reach, (r.int8_scheme, spans)
+        q = read_onnx_metadata(r.output_path).extra["quantization"]
+        assert q["int8_scheme"] == r.int8_scheme and q["quantized_on_cpu"] == this_cpu_class()
+        assert not q["int8_scheme_auto"] or r.int8_scheme == SCHEME_FOR_CPU[this_cpu_class()]
+    meta = {s: read_onnx_metadata(quantized_with(s).output_path).extra["quantization"] for s in INT8_SCHEMES}
+    assert meta["u8s8"]["saturates_on_cpu"] == ["x86-avx2"]
+    assert meta["u8s8"]["for_cpu"] == ["x86-vnni", "x86-sse", "arm", "other"]
+    assert meta["u8s8-reduce-range"]["for_cpu"] == ["x86-avx2"] and meta["u8u8"]["for_cpu"] == []
+    assert meta["u8s8-reduce-range"]["saturates_on_cpu"] == [] == meta["u8u8"]["saturates_on_cpu"]
+    assert meta["u8s8-reduce-range"]["weight_type"] == "int8-symmetric-7bit"
+    assert "saturates on x86-avx2" in full.scheme_summary()
+    assert "exact on every CPU class" in seven_bit.scheme_summary()
+
+
+# /proc/cpuinfo "flags" / "Features" lines of real CPUs (trimmed to the SIMD part).
+HASWELL = "fpu sse sse2 ssse3 fma cx16 sse4_1 sse4_2 movbe popcnt aes xsave avx f16c rdrand bmi1 avx2 bmi2"
+SKYLAKE_X = HASWELL + " avx512f avx512dq avx512cd avx512bw avx512vl"
+CASCADE_LAKE = SKYLAKE_X + " avx512_vnni"
+ZEN4 = SKYLAKE_X + " avx512ifma avx512vbmi avx512_bf16 avx512_vnni avx512_bitalg avx512_vpopcntdq"
+ALDER_LAKE = HASWELL + " avx_vnni"  # AVX-VNNI (VEX) without AVX-512
+SAPPHIRE_RAPIDS = CASCADE_LAKE + " avx_vnni amx_bf16 amx_tile amx_int8"
+SANDY_BRIDGE = "fpu sse sse2 ssse3 cx16 sse4_1 sse4_2 popcnt aes xsave avx"
+XAVIER_CARMEL = "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm dcpop"
+ORIN_A78AE = XAVIER_CARMEL + " asimddp lrcpc uscat ilrcpc flagm"
+
+
+@pytest.mark.parametrize(
+    "machine, flags, expected_class, expected_scheme",
+    [
+        ("x86_64", HASWELL, "x86-avx2", "u8s8-reduce-range"),
+        ("x86_64", SKYLAKE_X, "x86-avx2", "u8s8-reduce-range"),  # AVX-512 without VNNI saturates too
+        ("x86_64", CASCADE_LAKE, "x86-vnni", "u8s8"),
+        ("x86_64", ZEN4, "x86-vnni", "u8s8"),
+        ("AMD64", ALDER_LAKE, "x86-vnni", "u8s8"),  # Windows spells the machine AMD64
+        ("x86_64", SAPPHIRE_RAPIDS, "x86-vnni", "u8s8"),
+        ("x86_64", SANDY_BRIDGE, "x86-sse", "u8s8"),
+        ("aarch64", XAVIER_CARMEL, "arm", "u8s8"),
+        ("aarch64", ORIN_A78AE, "arm", "u8s8"),
+        ("arm64", "", "arm", "u8s8"),  # macOS
+        ("ppc64le", "", "other", "u8s8"),
+    ],
+)
+def test_scheme_for_cpu_flags(tmp_path, monkeypatch, machine, flags, expected_class, expected_scheme):
+    assert cpu_class(machine, flags.split()) == expected_class
+    assert resolve_int8_scheme("auto", expected_class) == expected_scheme
+    # the same through this machine's detection: a /proc/cpuinfo with that line, no numpy CPUID answer
+    key = "Features" if machine.startswith(("aarch", "arm")) else "flags"
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\n{key}\t\t: {flags}\n\nprocessor\t: 1\n")
+    monkeypatch.setattr(int8_schemes, "_numpy_cpu_flags", lambda: None)
+    monkeypatch.setattr(int8_schemes, "CPUINFO", str(cpuinfo))
+    monkeypatch.setattr(int8_schemes.platform, "machine", lambda: machine)
+    assert this_cpu_class() == expected_class
+    assert resolve_int8_scheme("auto") == expected_scheme
+
+
+def test_cpuid_overrules_an_emulators_cpuinfo(monkeypatch):
+    """Under ``qemu-x86_64 -cpu Haswell`` on a VNNI host, /proc/cpuinfo is the host's but CPUID (what numpy
+    and ONNX Runtime test) is Haswell's: trust CPUID. On real hardware they agree and cpuinfo adds the
+    flags numpy does not test (avx_vnni, amx_int8)."""
+    monkeypatch.setattr(int8_schemes.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(int8_schemes, "_proc_cpuinfo_flags", lambda path=None: set(CASCADE_LAKE.split()))
+    monkeypatch.setattr(int8_schemes, "_numpy_cpu_flags", lambda: {"avx2"})
+    assert this_cpu_class() == "x86-avx2"
+    monkeypatch.setattr(int8_schemes, "_proc_cpuinfo_flags", lambda path=None: set(ALDER_LAKE.split()))
+    assert this_cpu_class() == "x86-vnni"  # numpy agrees on avx2/avx512; cpuinfo adds avx_vnni
+    monkeypatch.setattr(int8_schemes, "_proc_cpuinfo_flags", lambda path=None: None)  # no /proc (Windows)
+    assert this_cpu_class() == "x86-avx2"
+
+
+def test_every_cpu_class_has_an_exact_scheme():
+    for cpu in CPU_CLASSES:
+        assert SCHEME_FOR_CPU[cpu] in INT8_SCHEMES and SCHEME_FOR_CPU[cpu] not in saturating_schemes(cpu)
+
+
+def test_auto_follows_the_cpu_and_a_saturating_request_warns(
+    tmp_path, tiny_onnx_path, calib_dir, monkeypatch
+):
+    monkeypatch.setattr(quantize_module, "this_cpu_class", lambda: "x86-avx2")
+    r = _quantize(tiny_onnx_path, calib_dir, str(tmp_path / "auto.onnx"), max_images=4)
+    assert r.int8_scheme == "u8s8-reduce-range" and r.quantized_on == "x86-avx2"
+    q = read_onnx_metadata(r.output_path).extra["quantization"]
+    assert q["int8_scheme_auto"] and q["quantized_on_cpu"] == "x86-avx2" and q["for_cpu"] == ["x86-avx2"]
+    assert r.scheme_summary().startswith(
+        "INT8 scheme u8s8-reduce-range (auto; this CPU: x86-avx2): for x86-avx2"
+    )
+    with pytest.warns(SaturatingSchemeWarning, match="u8s8 saturates in ONNX Runtime on this CPU .x86-avx2"):
+        r = _quantize(
+            tiny_onnx_path, calib_dir, str(tmp_path / "vnni.onnx"), max_images=4, int8_scheme="u8s8"
+        )
+    assert r.int8_scheme == "u8s8"  # made here for a VNNI machine: as asked
+
+
+def test_bad_scheme_requests(tmp_path, tiny_onnx_path, calib_dir):
+    assert resolve_int8_scheme("u8u8", "x86-vnni") == "u8u8"  # explicit wins over the CPU
+    with pytest.raises(QuantizeError, match="unknown INT8 scheme 'u8s7'"):
+        resolve_int8_scheme("u8s7")
+    with pytest.raises(QuantizeError, match="cpu target only"):
+        _quantize(tiny_onnx_path, calib_dir, str(tmp_path / "t.onnx"), target="tensorrt", int8_scheme="u8u8")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nano_quantize_int8_scheme_flag(tmp_path, tiny_onnx_path, calib_dir, capsys):
+    from yolo_nano.calibration.cli import quantize_main
+
+    out = tmp_path / "m.onnx"
+    argv = [tiny_onnx_path, "--calib-images", calib_dir, "-o", str(out), "--no-progress", "--max-images", "4"]
+    assert quantize_main(argv + ["--int8-scheme", "u8s8-reduce-range"]) == 0
+    printed = capsys.readouterr().out
+    assert f"INT8 scheme u8s8-reduce-range (as asked; this CPU: {this_cpu_class()})" in printed
+    assert read_onnx_metadata(str(out)).extra["quantization"]["int8_scheme"] == "u8s8-reduce-range"
+    with pytest.raises(SystemExit) as e:
+        quantize_main(argv + ["--int8-scheme", "u8s7"])
+    assert e.value.code == 2 and "invalid choice: 'u8s7'" in capsys.readouterr().err
 
 
 def test_detector_runs_the_quantized_model(quantized, tiny_onnx_path, calib_dir):

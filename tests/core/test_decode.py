@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from yolo_nano.core.metadata import HeadSpec, ModelMetadata
+from yolo_nano.core.postprocess import DecodeStats, decode_thresholds
 from yolo_nano.runtime import decode
 
 
@@ -170,3 +171,74 @@ def test_bad_arguments():
         decode([_one_candidate()], meta, 1.5)
     with pytest.raises(ValueError, match="expected"):
         decode([np.zeros((1, 13, 2, 2), np.float32)], meta, 0.25)
+
+
+def _yolo3(size=64):
+    return ModelMetadata(
+        arch="t",
+        class_names=("a", "b", "c"),
+        input_size=(size, size),
+        heads=(HeadSpec("s32", 32, ((40.0, 30.0), (60.0, 50.0))), HeadSpec("s16", 16, ((10.0, 12.0),))),
+    )
+
+
+def test_nonfinite_outputs_are_dropped_and_counted():
+    meta = _yolo3()
+    s32 = np.full((1, 16, 2, 2), -20.0, np.float32)
+    s16 = np.full((1, 8, 4, 4), -20.0, np.float32)
+    v32 = s32.reshape(1, 2, 8, 2, 2)
+    v32[0, :, 4] = 3.0  # all 8 anchor-cells of s32 pass the threshold...
+    v32[0, :, 5] = 5.0
+    v32[0, 0, 4, 0, 0] = np.nan  # ...but: NaN objectness (1)
+    v32[0, 0, 4, 0, 1] = np.inf  # +inf objectness (2)
+    v32[0, 0, 0, 1, 0] = np.nan  # a NaN box logit of a passing cell (3)
+    v32[0, 1, 6, 0, 0] = np.inf  # an infinite class logit of a passing cell (4)
+    s16[0, 4, 0, 0] = -np.inf  # -inf objectness of a cell that never passes (5)
+    s16[0, 4, 1, 1] = np.nan  # NaN objectness (6)
+    stats = DecodeStats()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ((boxes, scores, cls),) = decode([s32, s16], meta, 0.25, stats)
+    assert stats.nonfinite == 6
+    assert len(scores) == 8 - 4 and np.isfinite(boxes).all() and np.isfinite(scores).all()
+    decode([s32, s16], meta, 0.25, stats)  # counts add up over calls
+    assert stats.nonfinite == 12
+    # the positional signature without stats is unchanged
+    assert len(decode([s32, s16], meta, 0.25)[0][1]) == 4
+
+
+def test_a_box_that_overflows_float32_is_dropped_and_counted():
+    meta = ModelMetadata(
+        arch="t", class_names=("a",), input_size=(32, 32), heads=(HeadSpec("s32", 32, ((1e38, 1e38),)),)
+    )
+    raw = np.zeros((1, 6, 1, 1), np.float32)
+    raw[0, 4] = 5.0
+    raw[0, 2] = 10.0  # 1e38 * e^10 is not a float32
+    stats = DecodeStats()
+    assert len(decode([raw], meta, 0.25, stats)[0][1]) == 0 and stats.nonfinite == 1
+
+
+def test_decode_thresholds():
+    assert decode_thresholds(0.0)[0] == -np.inf and decode_thresholds(1.0)[0] == np.inf
+    logit, conf = decode_thresholds(0.25)
+    assert logit.dtype == np.float32 and conf == np.float32(0.25)
+    assert logit == np.float32(math.log(0.25 / 0.75) - 1e-3)
+    with pytest.raises(ValueError, match="conf_threshold"):
+        decode_thresholds(-0.1)
+
+
+def test_candidate_math_is_float64_rounded_once():
+    # the CUDA kernel computes score and box in double and rounds once; so does decode: exactly the
+    # float64 formula rounded to float32 (not float32 arithmetic, which differs in the last bits)
+    rng = np.random.default_rng(11)
+    meta = _yolo3()
+    outs = [
+        rng.normal(0, 2, (1, 16, 2, 2)).astype(np.float32),
+        rng.normal(0, 2, (1, 8, 4, 4)).astype(np.float32),
+    ]
+    ((boxes, scores, cls),) = decode(outs, meta, 0.05)
+    ref = _dense_reference(outs, meta, 0.05)
+    order = np.argsort(-scores, kind="stable")
+    r = sorted(ref, key=lambda x: -x[2])
+    np.testing.assert_array_equal(scores[order], np.float32([x[2] for x in r]))
+    np.testing.assert_array_equal(boxes[order], np.float32([x[3:] for x in r]))

@@ -34,17 +34,6 @@ def _listing(folder) -> list:
     return sorted(p.name for p in folder.iterdir())
 
 
-class _Umask:
-    def __init__(self, mask: int) -> None:
-        self.mask = mask
-
-    def __enter__(self) -> None:
-        self.old = os.umask(self.mask)
-
-    def __exit__(self, *exc) -> None:
-        os.umask(self.old)
-
-
 def test_write_bytes_text_json_and_create_folders(tmp_path):
     target = tmp_path / "a" / "b" / "out.bin"
     atomic_write_bytes(target, b"\x00\x01first")
@@ -103,21 +92,65 @@ def test_killed_writer_never_leaves_a_partial_target(tmp_path):
     assert len(leftovers) == 1 and leftovers[0].startswith(".model.bin.") and leftovers[0].endswith(".tmp")
 
 
+_WRITE_ALL = textwrap.dedent(
+    """
+    import os, sys
+    os.umask(int(sys.argv[2], 8))  # before the import: fileio reads the umask once, then never again
+    from yolo_nano.core.fileio import FILE_MODE, atomic_output, atomic_write_bytes
+
+    out = sys.argv[1]
+    atomic_write_bytes(os.path.join(out, "a.bin"), b"x")
+    with atomic_output(os.path.join(out, "b.png"), suffix=".png") as tmp:
+        print(oct(os.stat(tmp).st_mode & 0o777))  # the temp file already has the mode (tools keep the inode)
+        with open(tmp, "wb") as f:
+            f.write(b"y")
+    with atomic_output(os.path.join(out, "c.bin")) as tmp:
+        os.unlink(tmp)  # a tool that recreates the file gets the umask's permissions anyway
+        with open(tmp, "wb") as f:
+            f.write(b"z")
+    print(oct(FILE_MODE))
+    """
+)
+
+
 @pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
-def test_permissions_follow_umask(tmp_path, mask, expected):
-    with _Umask(mask):
-        atomic_write_bytes(tmp_path / "a.bin", b"x")
-        with atomic_output(tmp_path / "b.png", suffix=".png") as tmp:
-            assert _mode(tmp) == expected  # the temp file already has them (tools may keep the inode)
-            with open(tmp, "wb") as f:
-                f.write(b"y")
-        with atomic_output(tmp_path / "c.bin") as tmp:
-            os.unlink(tmp)  # a tool that recreates the file gets the umask's permissions anyway
-            with open(tmp, "wb") as f:
-                f.write(b"z")
-    assert _mode(tmp_path / "a.bin") == expected
-    assert _mode(tmp_path / "b.png") == expected
-    assert _mode(tmp_path / "c.bin") == expected
+def test_permissions_follow_the_umask_at_import(tmp_path, mask, expected):
+    proc = subprocess.run(
+        [sys.executable, "-c", _WRITE_ALL, str(tmp_path), oct(mask)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [oct(expected), oct(expected)]
+    assert [_mode(tmp_path / n) for n in ("a.bin", "b.png", "c.bin")] == [expected] * 3
+
+
+def test_writes_never_touch_the_process_umask(tmp_path, monkeypatch):
+    """os.umask sets the mask of the whole process: a call while other threads create files races."""
+    import threading
+
+    calls = []
+    monkeypatch.setattr(os, "umask", lambda *a: calls.append(a) or 0o022)
+    errors = []
+
+    def write(i: int) -> None:
+        try:
+            for k in range(20):
+                atomic_write_bytes(tmp_path / f"{i}-{k}.bin", b"x", fsync=False)
+                with atomic_output(tmp_path / f"{i}-{k}.png", suffix=".png") as tmp, open(tmp, "wb") as f:
+                    f.write(b"y")
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and not calls
+    modes = {_mode(p) for p in tmp_path.iterdir()}
+    assert len(modes) == 1 and len(list(tmp_path.iterdir())) == 160
 
 
 def test_hashes_match_hashlib(tmp_path):

@@ -11,6 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from yolo_nano.core import postprocess
 from yolo_nano.runtime import batched_nms, box_iou, nms
 
 
@@ -159,3 +160,74 @@ def test_against_torchvision(data, thr):
     assert nms(boxes, scores, thr).tolist() == ops.nms(tb, ts, thr).tolist()
     assert batched_nms(boxes, scores, cls, thr).tolist() == ops.batched_nms(tb, ts, tc, thr).tolist()
     np.testing.assert_allclose(box_iou(boxes, boxes), ops.box_iou(tb, tb).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _random_boxes(n, classes, seed, spread=416.0):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, spread, (n, 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + rng.uniform(10, 120, (n, 2)).astype(np.float32)], 1)
+    return boxes, rng.random(n).astype(np.float32), rng.integers(0, classes, n)
+
+
+@pytest.mark.parametrize("padded", [True, False], ids=["padded-classes", "class-by-class"])
+@pytest.mark.parametrize(
+    "n, classes",
+    [(100, 20), (170, 3), (700, 1), (1300, 2), (1100, 40)],
+    ids=["dense", "grouped", "blocks", "grouped-blocks", "many-small-groups"],
+)
+def test_every_vectorised_path_equals_brute_force(n, classes, padded, monkeypatch):
+    # one dense matrix (small sets), classes padded into one tensor or class by class (larger), blocks
+    # filtered against the boxes kept so far (big classes, class-agnostic): each against the
+    # one-box-at-a-time reference
+    if not padded:
+        monkeypatch.setattr(postprocess, "_NMS_PADDED", 0)
+    boxes, scores, cls = _random_boxes(n, classes, seed=n)
+    ref = _reference(boxes.tolist(), scores, cls.tolist(), 0.45)
+    assert batched_nms(boxes, scores, cls, 0.45).tolist() == ref
+    assert batched_nms(boxes, scores, cls, 0.45, max_output=100).tolist() == ref[:100]
+    if classes <= 2:
+        agnostic = _reference(boxes.tolist(), scores, [0] * n, 0.45)
+        assert nms(boxes, scores, 0.45).tolist() == agnostic
+        assert nms(boxes, scores, 0.45, max_output=7).tolist() == agnostic[:7]
+
+
+def test_a_chain_of_overlaps_across_blocks():
+    # boxes 8 px apart, 40 px wide, scores falling along the row: each overlaps its neighbour above the
+    # threshold (0.67) but not the next but one (0.43): greedy keeps every other box. 1200 boxes span
+    # three blocks, so the decision chain runs through every block boundary.
+    n = 1200
+    x = np.arange(n, dtype=np.float32) * 8
+    boxes = np.stack([x, np.zeros(n, np.float32), x + 40, np.full(n, 40, np.float32)], 1)
+    scores = np.linspace(1.0, 0.1, n, dtype=np.float32)
+    keep = nms(boxes, scores, 0.45)
+    assert keep.tolist() == list(range(0, n, 2))
+    assert batched_nms(boxes, scores, np.zeros(n, np.int64), 0.45).tolist() == list(range(0, n, 2))
+    assert nms(boxes, scores, 0.45, max_output=300).tolist() == list(range(0, 600, 2))
+
+
+def test_equal_scores_everywhere_keep_index_order():
+    boxes, _, cls = _random_boxes(900, 3, seed=5, spread=100.0)
+    scores = np.full(900, 0.5, np.float32)
+    ref = _reference(boxes.tolist(), scores, cls.tolist(), 0.5)
+    assert batched_nms(boxes, scores, cls, 0.5).tolist() == ref
+    assert ref == sorted(ref)  # ties: lower index first
+    identical = np.tile(np.float32([[1, 2, 30, 40]]), (600, 1))
+    assert nms(identical, np.full(600, 0.3, np.float32), 0.5).tolist() == [0]
+
+
+def test_negative_threshold_removes_every_later_box_of_a_class():
+    # IoU 0 > -0.5: the first box of each class removes all the others of its class (the padded path,
+    # whose padding relies on a threshold >= 0, is not used then)
+    boxes, scores, cls = _random_boxes(400, 4, seed=2)
+    keep = batched_nms(boxes, scores, cls, -0.5)
+    assert keep.tolist() == _reference(boxes.tolist(), scores, cls.tolist(), -0.5)
+    assert len(keep) == 4
+
+
+def test_max_output_zero_and_nan_iou_boxes():
+    boxes, scores, cls = _random_boxes(50, 2, seed=1)
+    assert batched_nms(boxes, scores, cls, 0.5, max_output=0).tolist() == []
+    # 700 empty boxes at one point: every IoU is 0/0 = NaN, nothing suppresses anything
+    z = np.tile(np.float32([[5, 5, 5, 5]]), (700, 1))
+    s = np.linspace(0.9, 0.1, 700, dtype=np.float32)
+    assert nms(z, s, 0.1).tolist() == list(range(700))

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from yolo_nano.data.metrics import ap_from_pr, evaluate, format_table, voc_evaluate
+from yolo_nano.data.metrics import (
+    ResultsFormatError,
+    ap_from_pr,
+    evaluate,
+    format_table,
+    read_coco_results,
+    voc_evaluate,
+)
 
 
 def rec(iid, boxes, labels, difficult=None, w=100, h=100):
@@ -102,3 +111,73 @@ def test_coco_metric_with_faster_coco_eval():
     assert 0.5 < r2.map < 0.95
     none = evaluate(GT, {}, ["x"], "coco")
     assert none.map == 0.0
+
+
+# ------------------------------------------------------------------------ COCO results files (nano-eval)
+def _det(**over):
+    d = {"image_id": "a", "category_id": 0, "bbox": [10, 10, 40, 40], "score": 0.9}
+    d.update(over)
+    return d
+
+
+def test_coco_results_roundtrip_into_the_metric(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps([_det(), _det(image_id="b", bbox=[20.0, 20.0, 40.0, 40.0], score=1)]))
+    got = read_coco_results(str(path), ["dog"], ["a", "b"])
+    np.testing.assert_array_equal(got["a"][0], [[10, 10, 50, 50]])
+    assert got["b"][1].dtype == np.float64 and got["b"][2].tolist() == [0]
+    assert voc_evaluate(GT, got, ["dog"]).map == pytest.approx(1.0)
+
+
+BAD_RESULTS = [
+    (b"{not json", "not valid JSON"),
+    (b"\xff\xfe[]", "not UTF-8"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"a": 1}', "JSON list"),
+    (b"[1]", "needs image_id"),
+    (json.dumps([_det(image_id=None)]).encode(), "image_id must be"),
+    (json.dumps([_det(image_id=["a"])]).encode(), "image_id must be"),
+    (json.dumps([_det(image_id="zz")]).encode(), "not in the evaluated split"),
+    (json.dumps([_det(category_id=True)]).encode(), "category_id True"),
+    (json.dumps([_det(category_id=1.0)]).encode(), "category_id 1.0"),
+    (json.dumps([_det(category_id=-1)]).encode(), "category_id -1"),
+    (b'[{"image_id": "a", "category_id": 0, "bbox": [NaN, 0, 1, 1], "score": 1}]', "bbox"),
+    (b'[{"image_id": "a", "category_id": 0, "bbox": [0, 0, Infinity, 1], "score": 1}]', "bbox"),
+    (b'[{"image_id": "a", "category_id": 0, "bbox": [0, 0, 1e400, 1], "score": 1}]', "bbox"),
+    (
+        ('[{"image_id": "a", "category_id": 0, "bbox": [0, 0, 1' + "0" * 400 + ', 1], "score": 1}]').encode(),
+        "bbox",
+    ),
+    (json.dumps([_det(bbox=[0, 0, 3e38, 3e38])]).encode(), "bbox"),  # x + w: inf in float32
+    (json.dumps([_det(bbox=[0, 0, -1, 1])]).encode(), "w, h >= 0"),
+    (json.dumps([_det(bbox=[0, 0, 1])]).encode(), "bbox"),
+    (json.dumps([_det(bbox=[True, 0, 1, 1])]).encode(), "bbox"),
+    (json.dumps([_det(bbox="0 0 1 1")]).encode(), "bbox"),
+    (json.dumps([_det(bbox={"x": 0})]).encode(), "bbox"),
+    (b'[{"image_id": "a", "category_id": 0, "bbox": [0, 0, 1, 1], "score": NaN}]', "score"),
+    (
+        ('[{"image_id": "a", "category_id": 0, "bbox": [0, 0, 1, 1], "score": 1' + "0" * 400 + "}]").encode(),
+        "score",
+    ),
+    (json.dumps([_det(score="0.9")]).encode(), "score"),
+    (json.dumps([_det(score=None)]).encode(), "score"),
+]
+
+
+@pytest.mark.parametrize("content, message", BAD_RESULTS, ids=range(len(BAD_RESULTS)))
+def test_malformed_coco_results_are_one_named_error(tmp_path, content, message):
+    path = tmp_path / "r.json"
+    path.write_bytes(content)
+    with pytest.raises(ResultsFormatError, match=message):
+        read_coco_results(str(path), ["dog"], ["a", "b"])
+
+
+def test_coco_results_path_that_is_not_a_file(tmp_path):
+    with pytest.raises(ResultsFormatError, match="cannot read"):
+        read_coco_results(str(tmp_path / "missing.json"), ["dog"], ["a"])
+    with pytest.raises(ResultsFormatError, match="not a regular file"):
+        read_coco_results(str(tmp_path), ["dog"], ["a"])
+    fifo = tmp_path / "r.json.fifo"
+    os.mkfifo(fifo)  # would block open() forever
+    with pytest.raises(ResultsFormatError, match="not a regular file"):
+        read_coco_results(str(fifo), ["dog"], ["a"])

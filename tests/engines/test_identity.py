@@ -83,7 +83,9 @@ def test_missing_and_broken_records(tmp_path):
     with pytest.raises(EngineRecordError, match="unreadable"):
         read_record(tmp_path / "x.engine")
     (tmp_path / "x.engine.json").write_text(json.dumps({"precision": "fp16"}))
-    with pytest.raises(EngineRecordError, match="malformed"):
+    with pytest.raises(
+        EngineRecordError, match="invalid engine identity record: 'tensorrt_version' is missing"
+    ):
         read_record(tmp_path / "x.engine")
     newer = make_identity(format_version=99).to_dict()
     (tmp_path / "x.engine.json").write_text(json.dumps(newer))
@@ -124,3 +126,46 @@ def test_summary_lines_show_what_ran():
     assert "core 0 + GPU fallback" in text and "5.1.1 / 35.3.1" in text
     assert "entropy cache m.calib" in text and "500 images" in text
     assert "rebuild with:     " + COMMAND in text
+
+
+def test_new_fields_round_trip_and_show(tmp_path):
+    ident = make_identity(
+        dla_core=0, typing="strong", network_onnx="fp16", profile=[[4, 3, 64, 64]] * 3,
+        placement={"dla": ["{ForeignNode[c1...c5]}"], "gpu": ["head16"], "source": "TensorRT build log"},
+    )  # fmt: skip
+    write_record(tmp_path / "m.engine", ident)
+    got = read_record(tmp_path / "m.engine")
+    assert got == ident
+    text = "\n".join(got.summary_lines())
+    assert "strongly typed, TensorRT parsed fp16 ONNX" in text and "static profile" in text
+    assert "1 DLA loadable(s), 1 GPU layer(s) (head16) [from the TensorRT build log]" in text
+
+
+@pytest.mark.parametrize(
+    "field, raw, words",
+    [
+        ("input_shape", "[1e400, 3, 64, 64]", "'input_shape' must be [N, 3, H, W]"),
+        ("input_shape", "[Infinity, 3, 64, 64]", "'input_shape' must be|not a JSON number"),
+        ("onnx_sha256", '["x"]', "'onnx_sha256' must be a sha256"),
+        ("precision", '"int4"', "'precision' must be fp32, fp16 or int8"),
+        ("dla_core", '"0"', "'dla_core' must be a DLA core index"),
+        ("build_seconds", "NaN", "'build_seconds' must be a finite number|not a JSON number"),
+        ("calibration", '{"cache_path": "c", "num_images": 1e400}', "calibration.num_images"),
+        ("calibration", '{"cache_path": ["c"]}', "calibration.cache_path"),
+        ("metadata", '{"arch": "x"}', "invalid model metadata"),
+        ("gpu_fallback", '"yes"', "'gpu_fallback' must be true or false"),
+    ],
+)
+def test_invalid_records_are_one_line_errors(tmp_path, field, raw, words):
+    doc = make_identity().to_dict()
+    doc[field] = "PLACEHOLDER"
+    (tmp_path / "m.engine.json").write_text(json.dumps(doc).replace('"PLACEHOLDER"', raw))
+    with pytest.raises(EngineRecordError) as e:
+        read_record(tmp_path / "m.engine")
+    assert any(w in str(e.value) for w in words.split("|")) and "\n" not in str(e.value)
+
+
+def test_deeply_nested_record_is_invalid_not_a_recursion_error(tmp_path):
+    (tmp_path / "m.engine.json").write_text('{"extra": ' + "[" * 100000 + "]" * 100000 + "}")
+    with pytest.raises(EngineRecordError, match="nested too deeply|unreadable"):
+        read_record(tmp_path / "m.engine")

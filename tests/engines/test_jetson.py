@@ -50,7 +50,9 @@ def test_fp32_engine_matches_onnxruntime(tmp_path, tiny_onnx_path):
         outs = backend.infer(_batch())
         for got, ref in zip(outs, _ort(tiny_onnx_path, _batch())):
             np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-3)
-        assert len(backend.infer(_batch(3))) == 2  # split into batches of 1
+        with pytest.raises(ValueError, match="exactly 1"):
+            backend.infer(_batch(3))  # chunking is the Detector's job, not the backend's
+    assert backend.closed
 
 
 def test_int8_calibration_writes_cache_then_reuses_it(tmp_path, tiny_onnx_path, calib_dir):
@@ -88,5 +90,7 @@ def test_detector_runs_an_engine(tmp_path, tiny_onnx_path, calib_dir):
 
     _build(tiny_onnx_path, tmp_path / "d.engine", ("precision", "fp16"))
     image = cv2.imread(os.path.join(calib_dir, sorted(os.listdir(calib_dir))[0]))
-    dets = Detector(str(tmp_path / "d.engine"), conf_threshold=0.0)(image)
-    assert len(dets) > 0
+    with Detector(str(tmp_path / "d.engine"), conf_threshold=0.0) as det:
+        dets = det(image)
+        assert len(det([image] * 3)) == 3  # three calls of the batch-1 engine
+    assert len(dets) > 0 and det.backend.closed

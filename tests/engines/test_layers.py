@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from yolo_nano.engines.layers import datatype_of, layer_precisions, precision_counts
+from yolo_nano.engines.layers import datatype_of, layer_placement, layer_precisions, precision_counts
 
 # Shaped like IEngineInspector.get_engine_information(LayerInformationFormat.JSON) with DETAILED verbosity.
 DETAILED = {
@@ -65,3 +65,22 @@ def test_datatype_strings():
     assert datatype_of("Thirty-two wide channel vectorized row major Int8 format") == "int8"
     assert datatype_of("Row major linear Int32") == "int32"
     assert datatype_of("something new") == "?"
+
+
+def test_placement_of_a_dla_build():
+    doc = {
+        "Layers": [
+            {
+                "Name": "Reformatting CopyNode for Input Tensor 0 to {ForeignNode[c1...c3]}",
+                "LayerType": "Reformat",
+            },
+            {"Name": "{ForeignNode[c1...c3]}", "LayerType": "DLA"},
+            {"Name": "fca/Flatten", "LayerType": "Shuffle"},
+            {"Name": "{ForeignNode[c4...head]}", "LayerType": "ForeignNode"},
+        ]
+    }
+    got = layer_placement(json.dumps(doc))
+    assert got["dla"] == ["{ForeignNode[c1...c3]}", "{ForeignNode[c4...head]}"]
+    assert got["gpu"] == ["fca/Flatten"] and len(got["reformat"]) == 1
+    assert layer_placement(doc, dla_build=False)["dla"] == []  # a GPU build's Myelin ForeignNodes are GPU
+    assert layer_placement({"Layers": "junk"}) == {"dla": [], "gpu": [], "reformat": []}

@@ -20,9 +20,10 @@ from yolo_nano.engines.plan import (
     check_capabilities,
     check_network_io,
     default_output,
-    plan_int8,
+    finalize,
     prepare,
 )
+from yolo_nano.engines.trt_versions import check_version
 
 XAVIER = DeviceCapabilities(
     "8.5.2.2", "Xavier", "7.2", fast_fp16=True, fast_int8=True, num_dla_cores=2, integrated=True
@@ -95,6 +96,14 @@ def test_dynamic_batch_gets_a_profile(tmp_path):
     assert plan.output.endswith("dyn-fp16-b8.engine")
 
 
+def test_dla_profile_is_static(tmp_path):
+    src = tiny_onnx.save_tiny_model(str(tmp_path / "dyn.onnx"), batch="dynamic")
+    plan = prepare(req(src, batch=8, dla=1))
+    assert plan.profile == ((8, 3, 64, 64),) * 3 and not plan.dynamic_batch
+    assert "min = opt = max = [8, 3, 64, 64]" in plan.notes[0] and "pads" in plan.notes[0]
+    assert plan.output.endswith("dyn-fp16-dla1-b8.engine")
+
+
 def test_qdq_model_needs_no_calibrator(qdq_onnx_path, calib_dir):
     plan = prepare(req(qdq_onnx_path, precision="int8"))
     assert plan.has_qdq and plan.int8_mode == "qdq" and plan.cache_path is None
@@ -150,11 +159,37 @@ def test_matching_cache_is_reused_without_images(tiny_onnx_path, calib_dir, tmp_
     _write_cache(first, cache)
     plan = prepare(req(tiny_onnx_path, precision="int8", calib_cache=cache))
     assert plan.int8_mode == "reuse-cache"
-    plan_int8(plan, "8.5.2.2")
-    assert plan.int8_mode == "reuse-cache" and not any("deprecates" in n for n in plan.notes)
+    finalize(plan, check_version("8.5.2.2"))
+    assert plan.int8_mode == "reuse-cache" and plan.typing == "weak"
+    assert not any("deprecates" in n for n in plan.notes)
     # the same cache on another TensorRT is stale, and the message says how to rebuild
     with pytest.raises(BuildError, match="TensorRT version differs.*--recalibrate"):
-        plan_int8(plan, "8.6.1")
+        finalize(plan, check_version("8.6.1"))
+
+
+def test_typing_and_int8_path_per_release(tiny_onnx_path, calib_dir):
+    for version, typing, mode, cache in (
+        ("8.5.2.2", "weak", "calibrate", ".entropy.calib"),
+        ("10.3.0", "weak", "calibrate", ".entropy.calib"),
+        ("11.4.0", "strong", "quantize", ".entropy.qdq.onnx"),
+    ):
+        plan = prepare(req(tiny_onnx_path, precision="int8", calib_images=calib_dir))
+        finalize(plan, check_version(version))
+        assert (plan.typing, plan.int8_mode) == (typing, mode) and plan.cache_path.endswith(cache), version
+    plan = prepare(req(tiny_onnx_path, precision="int8", calib_images=calib_dir))
+    finalize(plan, check_version("10.3.0"))
+    assert any("deprecates the INT8 calibrator" in n for n in plan.notes)
+    plan = prepare(req(tiny_onnx_path, precision="fp16", strongly_typed=True))
+    finalize(plan, check_version("10.3.0"))
+    assert plan.typing == "strong" and plan.network_onnx == "fp16" and "--strongly-typed" in plan.command()
+    with pytest.raises(BuildError, match="--strongly-typed needs TensorRT 10"):
+        finalize(prepare(req(tiny_onnx_path, strongly_typed=True)), check_version("8.5.2.2"))
+
+
+def test_strong_int8_on_dla_needs_gpu_fallback(tiny_onnx_path, calib_dir):
+    plan = prepare(req(tiny_onnx_path, precision="int8", calib_images=calib_dir, dla=0))
+    with pytest.raises(BuildError, match="heads in FP32.*--gpu-fallback"):
+        finalize(plan, check_version("11.4.0"))
 
 
 def test_stale_cache_is_refused_before_tensorrt(tiny_onnx_path, calib_dir, tmp_path):
@@ -173,7 +208,7 @@ def test_stale_cache_is_refused_before_tensorrt(tiny_onnx_path, calib_dir, tmp_p
 def test_capability_checks(tiny_onnx_path, calib_dir):
     int8 = prepare(req(tiny_onnx_path, precision="int8", calib_images=calib_dir))
     check_capabilities(int8, XAVIER)
-    with pytest.raises(BuildError, match="no fast INT8.*platform_has_fast_int8"):
+    with pytest.raises(BuildError, match="no fast INT8: build --precision fp16"):
         check_capabilities(int8, NANO)
     fp32 = DeviceCapabilities("8.5.2.2", "Old", "3.0", fast_fp16=False, fast_int8=False, num_dla_cores=0)
     with pytest.raises(BuildError, match="no fast FP16"):

@@ -7,7 +7,13 @@ import os
 import pytest
 
 from testsupport.board import XAVIER_CONF
-from yolo_nano.jetson.clocks import ClockReader, JetsonClocks, count_cpu_list, summarize_clocks
+from yolo_nano.jetson.clocks import (
+    ClockReader,
+    JetsonClocks,
+    count_cpu_list,
+    parse_show_pinned,
+    summarize_clocks,
+)
 from yolo_nano.jetson.nvpmodel import parse_conf
 
 GPU = "sys/devices/17000000.gv11b/devfreq/17000000.gv11b"
@@ -85,3 +91,28 @@ def test_jetson_clocks_store_enable_restore(fake_board):
     with open(fb.clk_log) as f:
         calls = [line.split()[0] if line.strip() else "" for line in f]
     assert calls == ["--store", "", "--restore"]
+
+
+@pytest.mark.parametrize(
+    "text, pinned",
+    [
+        ("cpu0: Online=1 Governor=schedutil MinFreq=1190400 MaxFreq=2265600 CurrentFreq=1574400 IdleStates: C1=1 c6=1\n"
+         "GPU MinFreq=114750000 MaxFreq=1377000000 CurrentFreq=318750000\n"
+         "EMC MinFreq=204000000 MaxFreq=2133000000 CurrentFreq=1065600000 FreqOverride=0\n", False),
+        ("GPU MinFreq=1377000000 MaxFreq=1377000000 CurrentFreq=1377000000\n"
+         "EMC MinFreq=204000000 MaxFreq=2133000000 CurrentFreq=2133000000 FreqOverride=1\n", True),
+        ("SOC family:tegra194  Machine:Jetson-AGX\n", None),
+    ],
+)  # fmt: skip
+def test_pinned_is_read_from_jetson_clocks_show(text, pinned):
+    assert parse_show_pinned(text) is pinned
+
+
+def test_pinned_asks_the_program(fake_board):
+    fb = fake_board(clocks="off")
+    clocks = JetsonClocks()
+    assert clocks.pinned() is False
+    clocks.enable()
+    assert clocks.pinned() is True and fb.clocks() == "on"
+    clocks.restore()
+    assert clocks.pinned() is False

@@ -46,3 +46,21 @@ def test_shipped_weights_reach_recorded_map(record, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["images"] == check["images"]
     assert out["map"] >= check["map"] - check["tolerance"], out
+
+
+def test_training_validation_scores_like_nano_eval(record, tmp_path, capsys):
+    """nano-train's validation runs the runtime's own pipeline: the same mAP as nano-eval, per class."""
+    from yolo_nano.data.voc import load_split
+    from yolo_nano.model.train_eval import predict, validate
+
+    data = tmp_path / "synth"
+    write_dataset(str(data), 0, 16, seed=record["data"]["seed"] + 1, progress=False)
+    val = load_split(str(data), "val")
+    model, names = load_model(WEIGHTS)
+    assert sum(len(d) for d in predict(model, names, val.records, torch.device("cpu")).values()) > len(val)
+    ours = validate(model, val, torch.device("cpu"), "voc07")
+    argv = ["--model", WEIGHTS, "--data", str(data), "--split", "val", "--json", "--no-progress"]
+    assert eval_main(argv) == 0
+    theirs = json.loads(capsys.readouterr().out)
+    assert ours.map == pytest.approx(theirs["map"], abs=1e-9) and ours.map > 0.5
+    assert {k: round(v, 4) for k, v in ours.per_class.items()} == pytest.approx(theirs["per_class"], abs=1e-4)

@@ -16,7 +16,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from yolo_nano.core.metadata import MetadataError, ModelMetadata, read_onnx_metadata  # noqa: E402
 from yolo_nano.model.export import export_onnx, onnx_parity  # noqa: E402
-from yolo_nano.model.network import build_model  # noqa: E402
+from yolo_nano.model.registry import build_model  # noqa: E402
 from yolo_nano.model.weights import WeightsError, load_model, save_weights  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -187,3 +187,38 @@ def test_summary_cli_json_and_compare():
     assert r.returncode == 0 and all(n in r.stdout for n in ("YOLO Nano", "Tiny YOLOv2", "Tiny YOLOv3"))
     r = run_cli("yolo_nano.model.summary", "summary", "--size", "33")
     assert r.returncode == 2 and "multiple of 32" in r.stderr
+
+
+def test_attention_block_4d_form_equals_the_fca():
+    from yolo_nano.model.blocks import FCA, FCA4d
+
+    torch.manual_seed(3)
+    fca = FCA(150, 8)
+    x = torch.randn(2, 150, 13, 13) * 3
+    with torch.no_grad():
+        ref, got = fca(x), FCA4d(fca)(x)
+    assert got.shape == ref.shape and float((got - ref).abs().max()) <= 1e-5
+
+
+def test_export_keeps_every_activation_4d_for_dla(tmp_path):
+    from testsupport.fake_trt_build import DLA_OPS, _output_ranks, network_layers
+
+    torch.manual_seed(0)
+    model = build_model("yolo-nano", 20, 96)
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path, batch=2)
+    proto = onnx.load(str(path))
+    ops = [n.op_type for n in proto.graph.node]
+    assert not {"ReduceMean", "Gemm", "MatMul", "Unsqueeze", "Flatten", "Reshape"} & set(ops), sorted(
+        set(ops)
+    )
+    i = ops.index("GlobalAveragePool")
+    assert ops.count("GlobalAveragePool") == 1
+    assert ops[i : i + 6] == ["GlobalAveragePool", "Conv", "Relu", "Conv", "Sigmoid", "Mul"]
+    ranks = _output_ranks(proto)
+    not_dla = [(n.name, n.op_type) for n in network_layers(proto)
+               if n.op_type not in DLA_OPS or any(ranks.get(o) != 4 for o in n.output)]  # fmt: skip
+    assert not_dla == []
+    # the exported network equals the PyTorch model (with its Linear FCA) to float32 rounding
+    assert onnx_parity(model, path, batch=2) <= 1e-5
+    assert isinstance(model.fca1.fc1, torch.nn.Linear)  # the model itself is untouched

@@ -8,7 +8,8 @@ torch = pytest.importorskip("torch", reason="PyTorch is not installed (train ext
 
 from yolo_nano.model.blocks import EP, PEP  # noqa: E402
 from yolo_nano.model.flops import count_model  # noqa: E402
-from yolo_nano.model.network import ARCHS, EXPANSION, YoloNano, build_model  # noqa: E402
+from yolo_nano.model.network import EXPANSION, YoloNano  # noqa: E402
+from yolo_nano.model.registry import ARCHS, build_model  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -137,3 +138,76 @@ def test_metadata_decodes_all_three_archs():
     nano = build_model("yolo-nano").build_metadata()
     assert [h.stride for h in nano.heads] == [32, 16, 8]
     assert nano.heads[2].anchors[0] == (10.0, 13.0)
+
+
+def _model_imports():
+    """yolo_nano.model module -> the yolo_nano.model modules it imports anywhere (functions included)."""
+    import ast
+    from pathlib import Path
+
+    import yolo_nano.model as pkg
+
+    graph = {}
+    for path in Path(pkg.__path__[0]).glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 1:
+                    deps.add(node.module or "")
+                elif (node.module or "").startswith("yolo_nano.model."):
+                    deps.add(node.module.split(".")[2])
+            elif isinstance(node, ast.Import):
+                deps.update(a.name.split(".")[2] for a in node.names if a.name.startswith("yolo_nano.model."))
+        graph[path.stem] = deps - {"", path.stem}
+    return graph
+
+
+def test_model_package_has_no_import_cycle():
+    graph = _model_imports()
+    assert graph["detector_base"].isdisjoint({"network", "baselines", "registry"})
+    assert "network" not in graph["baselines"] and "baselines" not in graph["network"]
+    state = {}
+
+    def visit(m, path):
+        if state.get(m) == "open":
+            raise AssertionError(f"import cycle: {' -> '.join(path + [m])}")
+        if state.get(m) != "done":
+            state[m] = "open"
+            for d in sorted(graph.get(m, ())):
+                visit(d, path + [m])
+            state[m] = "done"
+
+    for m in sorted(graph):
+        visit(m, [])
+
+
+@pytest.mark.parametrize("first", ["baselines", "network", "detector_base", "registry"])
+def test_any_network_module_imports_first_in_a_fresh_interpreter(first):
+    import subprocess
+    import sys
+
+    code = (
+        f"import yolo_nano.model.{first}\n"
+        "from yolo_nano.model.registry import ARCHS, build_model\n"
+        "from yolo_nano.model.detector_base import DetectorNet\n"
+        "assert all(isinstance(build_model(a, 2, 64), DetectorNet) for a in ARCHS)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_network_shares_the_base_head_convention(arch):
+    from yolo_nano.model.detector_base import OBJECTNESS_PRIOR_LOGIT, DetectorNet
+
+    model = build_model(arch, 3, 64)
+    assert isinstance(model, DetectorNet) and model.arch == arch
+    heads = model.head_convs()
+    assert [h.out_channels for h in heads] == [len(a) * 8 for a in model.anchors]
+    for head, anchors in zip(heads, model.anchors):
+        bias = head.bias.detach().view(len(anchors), 8)
+        assert torch.all(bias[:, 4] == OBJECTNESS_PRIOR_LOGIT) and torch.all(bias[:, :4] == 0)
+    meta = model.build_metadata(["a", "b", "c"])
+    assert [h.stride for h in meta.heads] == list(model.strides) and meta.arch == arch
+    with pytest.raises(ValueError, match="2 class names given for a 3-class model"):
+        model.build_metadata(["a", "b"])

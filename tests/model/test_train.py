@@ -1,10 +1,12 @@
-"""nano-train end to end on a tiny synthetic set: outputs, loadable weights, exact resume, DDP, errors."""
+"""nano-train end to end on a tiny synthetic set: outputs, loadable weights, exact resume, DDP, errors,
+an existing run folder."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -43,6 +45,14 @@ def test_train_writes_log_weights_and_resumes_exactly(synth_set, tmp_path):
     assert tuple(names) == SHAPE_CLASSES and model.input_size == 64
     cfg = read_config(a / "best.safetensors")
     assert json.loads(cfg["train_args"])["epochs"] == 2 and cfg["metric"] == "voc07"
+    # every output gets the mode a plain open() gives (safetensors' own writer would make 0600)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    outputs = sorted(os.listdir(a))
+    assert outputs == ["args.json", "best.safetensors", "last.safetensors", "log.csv", "state.safetensors"]
+    assert {name: os.stat(a / name).st_mode & 0o777 for name in outputs} == dict.fromkeys(
+        outputs, 0o666 & ~umask
+    )
 
     # one epoch, then resume to two: the same weights as training two epochs straight
     assert main(args(synth_set, b, 1)) == 0
@@ -92,3 +102,63 @@ def test_ddp_two_cpu_processes_on_gloo(synth_set, tmp_path):
     assert log[0]["iterations"] == "1"
     model, names = load_model(out / "last.safetensors")
     assert len(names) == len(SHAPE_CLASSES)
+
+
+def fake_run(out):
+    """A folder holding an earlier run: its args.json and weights (contents only need to be recognisable)."""
+    out.mkdir()
+    files = {"args.json": b'{"epochs": 99}\n', "last.safetensors": b"old weights", "log.csv": b"old log\n"}
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+    return files
+
+
+def contents(out):
+    return {p.name: p.read_bytes() for p in out.iterdir()}
+
+
+def test_an_earlier_run_folder_is_refused_and_left_untouched(synth_set, tmp_path):
+    out = tmp_path / "run"
+    files = fake_run(out)
+    r = run_cli(*args(synth_set, out, 1))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "already holds a training run" in r.stderr and "--resume" in r.stderr and "--force" in r.stderr
+    # a --force run that fails at start-up (bad --weights) changes nothing either
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    r = run_cli(*args(synth_set, out, 1, "--force", "--weights", str(tmp_path / "junk.safetensors")))
+    assert r.returncode == 2 and "not a readable safetensors" in r.stderr
+    assert contents(out) == files
+
+
+def test_forced_run_that_crashes_leaves_no_old_weights_beside_its_args(synth_set, tmp_path, monkeypatch):
+    from yolo_nano.model import train_loop
+
+    out = tmp_path / "run"
+    fake_run(out)
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt  # what a Ctrl-C in the first step looks like
+
+    monkeypatch.setattr(train_loop, "train_step", crash)
+    assert main(args(synth_set, out, 1, "--force")) == 130
+    assert sorted(contents(out)) == ["args.json"]  # the earlier weights and log went when the run started
+    assert json.loads((out / "args.json").read_text())["epochs"] == 1
+
+
+def test_unreadable_images_are_left_out_at_start_or_stop_the_run_with_one_line(synth_set, tmp_path, capsys):
+    from testsupport.images import jpeg_bomb
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_set, data)
+    train_ids = (data / "ImageSets" / "Main" / "train.txt").read_text().split()
+    (data / "JPEGImages" / f"{train_ids[0]}.jpg").write_bytes(jpeg_bomb())  # 60000x60000 in its header
+    (data / "JPEGImages" / f"{train_ids[1]}.jpg").write_bytes(b"not an image")
+    assert main(args(data, tmp_path / "a", 1)) == 0
+    out = capsys.readouterr().out
+    assert "[train] 2 images cannot be read and are left out" in out
+    assert f"{len(train_ids) - 2} train / 4 val images" in out
+    # without the start-up check the run stops at the first such image: one line, exit 2, no traceback
+    assert main(args(data, tmp_path / "b", 1, "--no-check-images")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nano-train: error: ") and ("cannot read image" in err or "too large" in err)
+    assert err.count("\n") == 1

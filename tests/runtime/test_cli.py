@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
+from typing import Dict, List, Optional
 
 import cv2
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
+from testsupport.images import exif_jpeg, jpeg_bomb, png_bomb
 from testsupport.square_model import BLUE, RED, build_square_model, square_image
 
 SHAPE = (128, 256)
 
 
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def _run(*args: str, cwd: Path, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "yolo_nano.runtime.cli", *args],
         cwd=str(cwd),
         capture_output=True,
         text=True,
         timeout=120,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -177,3 +182,121 @@ def test_console_script_is_installed(square_model, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert _jsonl(tmp_path / "o" / "detections.jsonl")[0]["detections"] == []
+
+
+# ------------------------------------------------------------------ the one image reader and frame sources
+def test_exif_rotated_jpeg_is_detected_upright(square_model, tmp_path):
+    """A phone photo stored sideways with EXIF Orientation=6: nano-detect sees it upright, like nano-eval."""
+    upright = square_image(SHAPE, [(128, 0, 64, RED), (0, 64, 64, BLUE)])
+    stored = np.ascontiguousarray(np.rot90(upright, 1))  # what the camera wrote: 128 wide x 256 high
+    (tmp_path / "photo.jpg").write_bytes(exif_jpeg(stored, 6))
+    proc = _run("photo.jpg", "-m", str(square_model), "--out", "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = _jsonl(tmp_path / "out" / "detections.jsonl")
+    dets = {d["label"]: d["box"] for d in row["detections"]}
+    assert dets["red"] == pytest.approx([128, 0, 192, 64], abs=1.0)
+    assert dets["blue"] == pytest.approx([0, 64, 64, 128], abs=1.0)
+    assert cv2.imread(str(tmp_path / "out" / "photo.jpg")).shape == (*SHAPE, 3)
+
+
+def test_header_bombs_fifo_and_folders_named_like_images(square_model, tmp_path):
+    m = str(square_model)
+    (tmp_path / "bomb.png").write_bytes(png_bomb())
+    _one_line_error(_run("bomb.png", "-m", m, cwd=tmp_path), "65535x65535")
+    (tmp_path / "bomb.jpg").write_bytes(jpeg_bomb())
+    _one_line_error(_run("bomb.jpg", "-m", m, cwd=tmp_path), "60000x60000")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(str(tmp_path / "x.jpg"))
+        _one_line_error(
+            _run("x.jpg", "-m", m, cwd=tmp_path), "not a regular file"
+        )  # _run times out on a hang
+    d = tmp_path / "imgs"
+    d.mkdir()
+    cv2.imwrite(str(d / "a.png"), square_image(SHAPE, [(128, 0, 64, RED)]))
+    (d / "b.png").write_bytes(png_bomb())
+    (d / "c.jpg").write_bytes(jpeg_bomb())
+    (d / "d.jpg").mkdir()
+    proc = _run("imgs", "-m", m, "--out", "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("nano-detect: warning:")]
+    assert len(warnings) == 3 and "b.png" in warnings[0] and "c.jpg" in warnings[1]
+    assert warnings[2].endswith("skipped 2 of 3 images in imgs") and "Traceback" not in proc.stderr
+    assert [Path(r["source"]).name for r in _jsonl(tmp_path / "out" / "detections.jsonl")] == ["a.png"]
+    assert "1 frames (2 skipped)" in proc.stdout
+
+
+def test_max_image_pixels_env(square_model, tmp_path):
+    cv2.imwrite(str(tmp_path / "ok.png"), square_image(SHAPE, [(128, 0, 64, RED)]))
+    env = {"YOLO_NANO_MAX_IMAGE_PIXELS": str(SHAPE[0] * SHAPE[1] - 1)}
+    _one_line_error(_run("ok.png", "-m", str(square_model), cwd=tmp_path, env=env), "over the limit")
+    env = {"YOLO_NANO_MAX_IMAGE_PIXELS": "many"}
+    _one_line_error(
+        _run("ok.png", "-m", str(square_model), cwd=tmp_path, env=env), "YOLO_NANO_MAX_IMAGE_PIXELS"
+    )
+
+
+def test_camera_index_overflow_and_truncated_video(square_model, tmp_path):
+    _one_line_error(_run("99999999999999999999", "-m", str(square_model), cwd=tmp_path), "out of range")
+    _write_video(tmp_path / "whole.avi", frames=8)
+    data = (tmp_path / "whole.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) * 2 // 3])
+    proc = _run("cut.avi", "-m", str(square_model), "--out", "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    n = len(_jsonl(tmp_path / "out" / "detections.jsonl"))
+    assert 0 < n < 8
+    assert f"nano-detect: warning: cut.avi: video ended after {n} of its 8 frames" in proc.stderr
+
+
+def _model_failing_on_white(square_model: Path, path: Path) -> Path:
+    """The square model plus a Gather whose index is floor(4 x the input's smallest value): 0 or 1 for
+    any image with a dark pixel or letterbox padding, 4 (out of bounds of a 2-element table) for an
+    all-white square image, where ONNX Runtime fails inside ``run``. Added to a head times zero, so the
+    outputs are unchanged and the model loads and validates like the original."""
+    model = onnx.load(str(square_model))
+    g = model.graph
+    z = next(n for n in g.node if n.output[0] == "h32_z")
+    z.output[0] = "h32_z0"
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([0.0, 0.0], np.float32), "table"),
+            numpy_helper.from_array(np.array(4.0, np.float32), "four"),
+        ]
+    )
+    g.node.extend(
+        [
+            helper.make_node("ReduceMin", ["images"], ["lo"], keepdims=0),
+            helper.make_node("Mul", ["lo", "four"], ["lo4"]),
+            helper.make_node("Floor", ["lo4"], ["lo4f"]),
+            helper.make_node("Cast", ["lo4f"], ["idx"], to=TensorProto.INT64),
+            helper.make_node("Gather", ["table", "idx"], ["picked"]),
+            helper.make_node("Mul", ["picked", "zero"], ["bad_z"]),
+            helper.make_node("Add", ["h32_z0", "bad_z"], ["h32_z"]),
+        ]
+    )
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_runtime_failure_is_one_line_and_replaces_no_earlier_output(square_model, tmp_path):
+    """Inference fails on the third image of a folder: one line, exit 3, and the annotated images of an
+    earlier run into the same --out stay byte for byte (the first two are not renamed into place)."""
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        cv2.imwrite(str(d / name), square_image(SHAPE, [(128, 0, 64, RED)]))
+    assert _run("imgs", "-m", str(square_model), "--out", "out", cwd=tmp_path).returncode == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(d / name), square_image(SHAPE, [(0, 64, 64, BLUE)]))  # new detections
+    cv2.imwrite(str(d / "c.png"), np.full((64, 64, 3), 255, np.uint8))
+    bad = _model_failing_on_white(square_model, tmp_path / "bad.onnx")
+    proc = _run("imgs", "-m", str(bad), "--out", "out", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith(
+        f"nano-detect: error: inference failed on {Path('imgs', 'c.png')} (onnxruntime"
+    )
+    assert "Traceback" not in proc.stderr
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    ok = _run("imgs/a.png", "-m", str(bad), "--out", "out2", cwd=tmp_path)  # the model itself is fine
+    assert ok.returncode == 0, ok.stderr

@@ -108,7 +108,7 @@ def test_shipped_weights_find_the_objects(default_onnx):
 
 
 def test_custom_weights_are_keyed_by_sha256(cache, tmp_path):
-    from yolo_nano.model.network import build_model
+    from yolo_nano.model.registry import build_model
     from yolo_nano.model.weights import save_weights
 
     w = tmp_path / "mine.safetensors"
@@ -188,7 +188,7 @@ def test_every_architecture_runs_from_its_metadata_alone(arch, cache, tmp_path):
     import torch
 
     from yolo_nano.model.export import export_onnx
-    from yolo_nano.model.network import build_model
+    from yolo_nano.model.registry import build_model
 
     torch.manual_seed(0)
     path = tmp_path / f"{arch}.onnx"
@@ -236,7 +236,6 @@ def test_corrupt_cached_model_is_exported_again(default_onnx, tmp_path, monkeypa
         raise dm.DefaultModelError("exporting it needs PyTorch")
 
     monkeypatch.setattr(dm, "_export", no_torch)
-    with pytest.raises(dm.DefaultModelError, match=r"Delete .*\.onnx"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            default_model_path()
+    with pytest.raises(dm.DefaultModelError, match=r"Delete .*\.onnx"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        default_model_path()

@@ -15,9 +15,12 @@ import numpy as np
 import onnx
 import pytest
 
+from testsupport import fake_pycuda, fake_tensorrt
 from testsupport.square_model import BLUE, RED, build_square_model, square_image, square_metadata
 from yolo_nano.core.metadata import HeadSpec, ModelMetadata, write_onnx_metadata
 from yolo_nano.runtime import (
+    Backend,
+    BackendClosedError,
     BackendUnavailableError,
     Detections,
     Detector,
@@ -25,6 +28,7 @@ from yolo_nano.runtime import (
     ModelLoadError,
     OnnxRuntimeBackend,
     backends,
+    open_backend,
 )
 
 # Original 128x256 (h x w) -> 64x64 input: scale 0.25, pad (0, 16). A 64 px square at (x, y) with x, y
@@ -174,9 +178,10 @@ def test_to_supervision(square_model):
     assert isinstance(s, sv.Detections) and len(s) == 1 and list(s.data["class_name"]) == ["red"]
 
 
-def test_backend_object_and_protocol(square_model):
+def test_backend_object(square_model):
     be = OnnxRuntimeBackend(str(square_model), device="cpu", threads=1)
-    assert isinstance(be, backends.Backend) and be.name == "onnxruntime-cpu"
+    assert isinstance(be, Backend) and be.name == "onnxruntime-cpu"
+    assert be.batch_size is None and be.max_batch is None and be.device_io() is None
     assert be.session.get_session_options().intra_op_num_threads == 1
     det = Detector(be)
     assert det.backend is be and len(det(square_image(SHAPE, [(128, 0, 64, RED)]))) == 1
@@ -307,19 +312,23 @@ def test_default_model_without_torch_says_what_to_do(tmp_path):
     assert "DefaultModelError" in proc.stderr and "train" in proc.stderr and "model.onnx" in proc.stderr
 
 
-class _RecordingBackend:
-    """A Backend by duck typing (as TensorRT and PyTorch backends are): runs the square model's ONNX
-    session but with a fixed batch of 3, recording every batch it is given."""
+class _RecordingBackend(Backend):
+    """Runs the square model's ONNX session as a fixed-batch (3) or limited-batch backend, recording
+    every batch it is given and refusing any the Backend contract forbids."""
 
     name = "recording"
 
-    def __init__(self, path: str, batch_size=3) -> None:
+    def __init__(self, path: str, batch_size=3, max_batch=None) -> None:
         self.batch_size = batch_size
+        self.max_batch = batch_size or max_batch
         self._inner = OnnxRuntimeBackend(path, device="cpu")
         self.metadata = self._inner.metadata
         self.calls: list = []
 
     def infer(self, batch: np.ndarray):
+        self._check_open()
+        n = batch.shape[0]
+        assert n == self.batch_size if self.batch_size else 1 <= n <= (self.max_batch or n)
         self.calls.append(batch.shape)
         return self._inner.infer(batch)
 
@@ -346,3 +355,126 @@ def test_dynamic_batch_runs_in_bounded_chunks(square_model):
     out = det(imgs)
     assert [c[0] for c in be.calls] == [2, 2, 1]
     assert [d.labels for d in out] == [["blue"]] * 5
+
+
+def test_dynamic_batch_is_chunked_by_the_backends_max_batch(square_model):
+    be = _RecordingBackend(str(square_model), batch_size=None, max_batch=2)
+    imgs = [square_image(SHAPE, [(0, 64, 64, RED)], seed=i) for i in range(5)]
+    out = Detector(be)(imgs)
+    assert [c[0] for c in be.calls] == [2, 2, 1]
+    assert [d.labels for d in out] == [["red"]] * 5
+
+
+def test_only_backend_subclasses_are_accepted(square_model):
+    class DuckTyped:  # what the old Protocol accepted
+        name, batch_size = "duck", None
+        metadata = square_metadata()
+
+        def infer(self, batch):
+            return []
+
+    with pytest.raises(TypeError, match="Backend"):
+        Detector(DuckTyped())
+
+
+def test_onnxruntime_backend_close(square_model):
+    batch = np.zeros((1, 3, 64, 64), np.float32)
+    with OnnxRuntimeBackend(str(square_model), device="cpu") as be:
+        assert len(be.infer(batch)) == 2 and not be.closed
+    assert be.closed and be.session is None
+    with pytest.raises(BackendClosedError, match="closed"):
+        be.infer(batch)
+    be.close()  # idempotent
+
+
+def test_detector_close_and_context_manager(square_model):
+    img = square_image(SHAPE, [(128, 0, 64, RED)])
+    with Detector(str(square_model)) as det:
+        assert len(det(img)) == 1
+        owned = det.backend
+    assert det.closed and owned.closed  # it opened the backend, so it closed it
+    for call in (lambda: det(img), lambda: det([img, img]), lambda: det.detect_batch([])):
+        with pytest.raises(BackendClosedError, match="closed"):
+            call()
+    det.close()  # idempotent
+
+    be = OnnxRuntimeBackend(str(square_model), device="cpu")
+    with Detector(be) as det2:
+        det2(img)
+    assert det2.closed and not be.closed  # a backend passed in stays its owner's
+    assert len(Detector(be)(img)) == 1
+    be.close()
+    with pytest.raises(BackendClosedError):
+        Detector(be)(img)  # a closed backend says so through the Detector
+
+
+def test_detector_closes_the_backend_it_opened_when_arguments_are_bad(square_model, monkeypatch):
+    opened = []
+    real = backends.open_backend
+
+    def spy(*a, **kw):
+        opened.append(real(*a, **kw))
+        return opened[-1]
+
+    monkeypatch.setattr("yolo_nano.runtime.detector.open_backend", spy)
+    with pytest.raises(ValueError, match="unknown class name"):
+        Detector(str(square_model), classes=["green"])
+    assert len(opened) == 1 and opened[0].closed
+
+
+def test_open_backend_picks_by_suffix_and_refuses_mismatches(square_model, tmp_path, monkeypatch):
+    assert "torch" in backends.BACKEND_CHOICES
+    assert open_backend(str(square_model), "onnxruntime-cpu").name == "onnxruntime-cpu"
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"x")
+    with pytest.raises(ValueError, match="ONNX Runtime cannot run it"):
+        open_backend(str(engine), "onnxruntime")
+    with pytest.raises(ModelLoadError, match="not found"):
+        open_backend(str(tmp_path / "missing.safetensors"))
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"x")
+    with pytest.raises(ValueError, match="PyTorch weights"):
+        open_backend(str(weights), "onnxruntime")
+    # no PyTorch installed: a clear one-line error naming the extra, not a traceback from torch
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.delitem(sys.modules, "yolo_nano.model.torch_backend", raising=False)
+    with pytest.raises(BackendUnavailableError, match=r"needs PyTorch: pip install '\.\[train\]'"):
+        open_backend(str(weights))
+
+
+def _fake_gpu(monkeypatch, integrated=True):
+    cuda = fake_pycuda.install(monkeypatch, [fake_pycuda.FakeGpu(integrated=integrated)])
+    return cuda, fake_tensorrt.install(monkeypatch)
+
+
+@pytest.mark.parametrize("integrated", [True, False], ids=["mapped", "device-memory"])
+def test_detector_pads_short_chunks_for_a_static_dla_engine(square_model, tmp_path, monkeypatch, integrated):
+    """A DLA engine is static (runtime shape = build shape): 7 images on a batch-4 engine run as 4 + (3 +
+    1 blank); the backend itself refuses a short batch, so the padding must come from the Detector."""
+    cuda, trt = _fake_gpu(monkeypatch, integrated)
+    path = fake_tensorrt.make_engine(str(tmp_path / "dla.engine"), str(square_model), 4, False, dla_core=0)
+    imgs = [square_image(SHAPE, [((i % 4) * 64, 0, 64, RED if i % 2 else BLUE)], seed=i) for i in range(7)]
+    expected = Detector(str(square_model))(imgs)
+    with Detector(path) as det:
+        assert det.backend.name == "tensorrt" and det.backend.batch_size == 4
+        with pytest.raises(ValueError, match="exactly 4"):
+            det.backend.infer(np.zeros((3, 3, 64, 64), np.float32))
+        got = det(imgs)
+    assert trt.executions == [4, 4]
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-4)
+        assert a.labels == b.labels
+    assert cuda.leaks() == [] and cuda.counts["retain"] == cuda.counts["release"] == 1
+    assert cuda.driver_stack() == [] and trt.destroyed_without_context == 0
+
+
+def test_detector_chunks_a_dynamic_engine_by_its_max_batch(square_model, tmp_path, monkeypatch):
+    cuda, trt = _fake_gpu(monkeypatch)
+    path = fake_tensorrt.make_engine(str(tmp_path / "dyn.engine"), str(square_model), 3, True)
+    imgs = [square_image(SHAPE, [(64, 0, 64, RED)], seed=i) for i in range(7)]
+    with Detector(path) as det:
+        assert det.backend.batch_size is None and det.backend.max_batch == 3
+        out = det(imgs)
+    assert trt.executions == [3, 3, 1]  # no padding for a dynamic engine
+    assert [d.labels for d in out] == [["red"]] * 7
+    assert cuda.leaks() == [] and cuda.driver_stack() == []

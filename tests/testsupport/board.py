@@ -196,6 +196,27 @@ class SysfsBoard:
             self._thread.join()
 
 
+XAVIER_RELEASE = (
+    "# R35 (release), REVISION: 2.1, GCID: 32413640, BOARD: t186ref, EABI: aarch64, DATE: Tue Jan 24\n"
+)
+
+
+def jetson_root(root: str, watts: Optional[Dict[str, float]] = None) -> str:
+    """A sysfs root that looks like an AGX Xavier on JetPack 5.1 (L4T R35.2.1): device-tree model,
+    ``/etc/nv_tegra_release`` and an INA3221 tree (iio layout) with constant rail powers ``watts``."""
+    board = SysfsBoard(root, "iio", XAVIER_RAILS)
+    board.set(watts or {"GPU": 4.0, "CPU": 2.0, "SOC": 1.5, "CV": 0.5, "VDDRQ": 1.0, "SYS5V": 3.0})
+    _write_bytes(os.path.join(root, "proc/device-tree/model"), b"Jetson-AGX\x00")
+    _write_bytes(os.path.join(root, "etc/nv_tegra_release"), XAVIER_RELEASE.encode())
+    return root
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
 def profile_energy(
     profile: Callable[[float], Dict[str, float]],
     a: float,
