@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Code that runs on a Jetson (JetPack 5.1: Python 3.8): everything but model/ (torch).
-PY38_PATHS := core data jetson engines calibration runtime benchmarks
+PY38_PATHS := core data jetson engines calibration runtime benchmarks doctor
 
 .PHONY: install bench test lint typecheck py38 clean kernels-check
 

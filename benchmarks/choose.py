@@ -27,6 +27,7 @@ from yolo_nano.core.cli import CommandError
 from yolo_nano.core.fileio import atomic_write_json
 from yolo_nano.jetson.operating_point import POINT_FORMAT, POINT_FORMAT_VERSION
 
+from .results import finite_number
 from .sweep import point_label
 
 IDENTITY_FIELDS = ("board", "l4t", "nvpmodel_conf_sha256")
@@ -261,10 +262,7 @@ def select_board(
 
 
 def _number(record: Mapping[str, Any], key: str) -> Optional[float]:
-    v = record.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        return None
-    return float(v)
+    return finite_number(record.get(key))
 
 
 def _failures(record: Mapping[str, Any], c: Constraints) -> List[Tuple[str, str]]:

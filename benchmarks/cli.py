@@ -9,13 +9,14 @@ energy per frame, sweeps, and the cheapest operating point that keeps up with a 
     nano-bench --apply bench-results/operating-point.json int8.engine --gate my-gate.json
     nano-bench --restore                         # put the board back after a run that was killed
 
-Per model and power mode it warms up, then measures two timed windows of ``--duration`` seconds:
-engine only (``backend.infer`` on one preprocessed batch, repeated) and end to end (frame in from the
-source, :class:`~yolo_nano.runtime.Detections` out). Power is sampled in a background thread over
-exactly each window and integrated (trapezoid); energy per frame and images/sec/watt follow, the latter
-both divided by measured power and by the mode's nominal budget, each labelled. docs/nano-bench.md
-has the details; :mod:`.runner` runs it, :mod:`.measure` measures, :mod:`yolo_nano.jetson` holds the
-board.
+Per point of the sweep (model x power mode x jetson_clocks x batch x threads) it warms up, then measures
+two timed windows of ``--duration`` seconds: engine only (``backend.infer`` on one preprocessed batch,
+repeated) and end to end (frame in from the source, :class:`~yolo_nano.runtime.Detections` out; with
+``--pace`` a camera's, :mod:`.pacing`). Power is sampled in a background thread over exactly each window
+and integrated (trapezoid); energy per frame and images/sec/watt follow, the latter both divided by
+measured power and by the mode's nominal budget, each labelled. docs/nano-bench.md has the details;
+:mod:`.runner` runs it, :mod:`.measure` measures, :mod:`.operating` chooses and applies operating points
+(:mod:`.choose`), :mod:`yolo_nano.jetson` holds the board.
 
 The original power mode and jetson_clocks state are ALWAYS restored: on normal exit, on an exception,
 and on SIGINT, SIGTERM, SIGHUP and SIGQUIT; after a SIGKILL or a power loss, by the next run or
@@ -28,7 +29,7 @@ import argparse
 import os
 import sys
 import tempfile
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from yolo_nano.core.cli import (
     EXIT_BAD_INPUT,
@@ -67,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Benchmark YOLO models: engine-only and end-to-end FPS, latency, module power and "
-        "images/sec/watt under Jetson power modes; perf gates for CI.",
+        "images/sec/watt under Jetson power modes; camera-paced energy per frame, sweeps and the cheapest "
+        "operating point that keeps up with a camera; perf gates for CI.",
         epilog=EXIT_CODES,
     )
     p.add_argument(
@@ -201,13 +203,19 @@ def validate(args: argparse.Namespace) -> None:
 def check_choice_flags(args: argparse.Namespace) -> None:
     """The choice's bounds need a choice, and a choice needs a target rate."""
     if args.target_fps is None:
-        for flag, value in (("--max-p99-ms", args.max_p99_ms), ("--max-late", args.max_late), ("--by", args.by)):
+        for flag, value in (
+            ("--max-p99-ms", args.max_p99_ms),
+            ("--max-late", args.max_late),
+            ("--by", args.by),
+        ):
             if value is not None:
                 raise CommandError(f"{flag} bounds the choice of an operating point: add --target-fps FPS")
         if args.choose:
             raise CommandError("--choose needs the camera rate to choose for: add --target-fps FPS")
     if args.apply and (args.choose or args.target_fps is not None):
-        raise CommandError("--apply benchmarks a chosen point; it does not choose: drop --choose/--target-fps")
+        raise CommandError(
+            "--apply benchmarks a chosen point; it does not choose: drop --choose/--target-fps"
+        )
 
 
 def restore_only(args: argparse.Namespace) -> int:
@@ -222,8 +230,18 @@ def restore_only(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def bare_clocks_flag(argv: Sequence[str]) -> List[str]:
+    """``--jetson-clocks`` without a value before a MODEL (``--jetson-clocks m.engine``, valid before the
+    flag took on/off/both) means ``on``: argparse would take the model for the value."""
+    out = list(argv)
+    for i in range(len(out) - 1, -1, -1):
+        if out[i] == "--jetson-clocks" and (i + 1 == len(out) or out[i + 1] not in JETSON_CLOCKS_CHOICES):
+            out.insert(i + 1, "on")
+    return out
+
+
 def _body(argv: Optional[Sequence[str]]) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(bare_clocks_flag(sys.argv[1:] if argv is None else argv))
     try:
         if args.restore:
             return restore_only(args)

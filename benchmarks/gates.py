@@ -39,7 +39,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
-from .results import NUMERIC_FIELDS, RECORD_FIELDS, read_jsonl
+from .results import NUMERIC_FIELDS, RECORD_FIELDS, finite_number, read_jsonl
 
 
 class GateError(ValueError):
@@ -110,7 +110,8 @@ def load_gate(path: str) -> Dict[str, Any]:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite JSON number (an integer too large for a float, e.g. 400 digits, is not one)."""
+    return finite_number(v) is not None
 
 
 class _GateCheck:
@@ -246,7 +247,7 @@ def _num(v: Any) -> Optional[float]:
         return None
     try:
         f = float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer too large for a float
         return None
     return f if math.isfinite(f) else None
 

@@ -69,8 +69,10 @@ def _choose_print_write(
         choice = choose(records, constraints, current=current, sources=sources)
     except NoOperatingPoint as e:
         print(format_candidates(e.candidates))  # every candidate and what it failed, then the one-line error
+        _plot_candidates(args, [c.record for c in e.candidates])
         raise
     print(format_choice(choice))
+    _plot_candidates(args, [c.record for c in choice.candidates])
     try:
         path = write_operating_point(choice, args.out)
     except OSError as e:
@@ -79,6 +81,15 @@ def _choose_print_write(
         ) from e
     print(f"operating point: {path} (nano-bench --apply {path} MODEL; yolo_nano.jetson.operating_point)")
     return choice
+
+
+def _plot_candidates(args: argparse.Namespace, records: Sequence[Dict[str, Any]]) -> None:
+    """``--choose ... --plot``: the Pareto plot of every record of the chosen board (flat out and paced)."""
+    if not (args.choose and args.plot):
+        return  # after a sweep, report() has plotted the records just measured
+    from .pareto import PARETO_FILE, plot_pareto
+
+    print("plot: " + plot_pareto(records, os.path.join(args.out, PARETO_FILE)))
 
 
 def choose_from_files(args: argparse.Namespace) -> int:
@@ -100,7 +111,9 @@ def choose_from_files(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def choose_and_write(args: argparse.Namespace, records: Sequence[Dict[str, Any]], sources: Sequence[str]) -> None:
+def choose_and_write(
+    args: argparse.Namespace, records: Sequence[Dict[str, Any]], sources: Sequence[str]
+) -> None:
     """After ``nano-bench MODEL... --target-fps N``: choose among the records just measured."""
     print()
     _choose_print_write(args, records, sources)
@@ -112,7 +125,9 @@ APPLY_CONFLICTS = ("power", "batch", "threads", "jetson_clocks", "pace", "late",
 def apply_point(args: argparse.Namespace) -> None:
     """``--apply FILE [MODEL]``: load and check the point (board, L4T, conf and model must be the ones it
     was chosen on: else exit 2, nothing changed), then make it the sweep's only point."""
-    given = [f"--{k.replace('_', '-')}" for k in APPLY_CONFLICTS if getattr(args, k, None) not in (None, False)]
+    given = [
+        f"--{k.replace('_', '-')}" for k in APPLY_CONFLICTS if getattr(args, k, None) not in (None, False)
+    ]
     if given:
         raise CommandError(f"--apply takes the point from the file; drop {', '.join(given)}")
     point = load_operating_point(args.apply)  # OperatingPointError: exit 2
@@ -134,7 +149,9 @@ def apply_point(args: argparse.Namespace) -> None:
     if args.backend == "auto" and backend in ("onnxruntime-cpu", "onnxruntime-cuda", "tensorrt"):
         args.backend = backend
     args.applied = point
-    mode = f"{point.power_mode_name} (ID {point.power_mode_id})" if point.power_mode_id is not None else "host"
+    mode = (
+        f"{point.power_mode_name} (ID {point.power_mode_id})" if point.power_mode_id is not None else "host"
+    )
     pace = f"paced at {point.pace_fps:g} fps ({args.late})" if point.pace_fps else "flat out"
     print(f"applying {args.apply}: {os.path.basename(model)}, mode {mode}, jetson_clocks "
           f"{'on' if point.jetson_clocks else 'off'}, batch {point.batch}, threads {point.threads or 'default'}, "

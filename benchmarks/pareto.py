@@ -16,6 +16,7 @@ import matplotlib
 
 from yolo_nano.core.fileio import atomic_output
 
+from .results import finite_number
 from .sweep import point_label
 
 matplotlib.use("Agg")
@@ -49,10 +50,7 @@ def pareto_front(
 
 
 def _num(record: Dict[str, Any], key: str) -> Optional[float]:
-    v = record.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
-        return None
-    return float(v)
+    return finite_number(record.get(key))
 
 
 @dataclass

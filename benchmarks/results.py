@@ -120,6 +120,18 @@ class ResultsWarning(UserWarning):
     """A line of a results file was skipped (not a JSON object)."""
 
 
+def finite_number(v: Any) -> Optional[float]:
+    """``v`` as a float when it is a finite JSON number (not a bool, not NaN/inf, not an integer too
+    large for a float); else None. How every reader of records takes a numeric field."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
 def write_atomic(path: str, data: str) -> None:
     """Write text to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``)."""
     atomic_write_text(path, data)
@@ -269,7 +281,9 @@ def format_table(records: Sequence[Dict[str, Any]]) -> str:
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
     lines = [
-        "  ".join(c.ljust(w) if cols[i][1] in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        "  ".join(
+            c.ljust(w) if cols[i][1] in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
+        )
         for row in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -142,7 +142,9 @@ def plan_board(args: argparse.Namespace) -> BoardPlan:
                 "--jetson-clocks needs the jetson_clocks program on PATH (JetPack); it was not found"
             )
     explicit_off = args.jetson_clocks is not None or bool(getattr(args, "apply", None))
-    return BoardPlan(conf, nvp, modes, current, clocks, require_unpinned=explicit_off and False in args.clock_list)
+    return BoardPlan(
+        conf, nvp, modes, current, clocks, require_unpinned=explicit_off and False in args.clock_list
+    )
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -253,7 +255,9 @@ class _BoardState:
         self.pinned_in_mode = False  # clocks pinned at this mode's maximum by this run
 
 
-def _enter_point(board: BoardControl, state: _BoardState, point: OperatingPoint, modes: Dict[int, PowerMode]) -> None:
+def _enter_point(
+    board: BoardControl, state: _BoardState, point: OperatingPoint, modes: Dict[int, PowerMode]
+) -> None:
     """Switch the board to ``point``'s mode and clocks (only what differs from the previous point)."""
     if point.power_mode_id is not None and point.power_mode_id != state.mode_id:
         if not point.jetson_clocks:
@@ -324,8 +328,10 @@ def sweep(
                 _enter_point(board, state, point, modes)
                 label = run_label(point, state.mode_name)
                 if point.pace_fps:
-                    log(f"measuring {label}: warm-up {args.warmup:g} s, engine only {args.duration:g} s, then "
-                        f"{args.duration:g} s paced at {point.pace_fps:g} fps (late frames: {point.late_policy})")
+                    log(
+                        f"measuring {label}: warm-up {args.warmup:g} s, engine only {args.duration:g} s, then "
+                        f"{args.duration:g} s paced at {point.pace_fps:g} fps (late frames: {point.late_policy})"
+                    )
                 else:
                     log(f"measuring {label}: warm-up {args.warmup:g} s, then 2 x {args.duration:g} s")
                 res = measure_model(detectors[(point.model, point.threads)], source, batch=point.batch,

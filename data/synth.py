@@ -28,17 +28,15 @@ when every image is written do the split files and ``synth.json`` appear and the
 reader refuses a folder with the marker, saying to run the command again. A rerun into a folder that an
 earlier ``nano-data synth`` wrote (complete or not) writes the whole set again, deleting first the
 generated images of other parameters (another seed), so every image present matches the marker. A
-non-empty folder that nano-data did not write is refused (:class:`SynthFolderError`), never mixed into.
+non-empty folder that nano-data did not write is refused (:class:`SynthFolderError`), never mixed into
+(:mod:`yolo_nano.data.synth_folder`).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import math
 import os
-import re
 import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -48,20 +46,37 @@ import numpy as np
 
 from yolo_nano.core.cli import EXIT_INTERRUPTED, CommandError, run_command, warn
 from yolo_nano.core.fileio import atomic_write_bytes
+from yolo_nano.data.synth_folder import (
+    INFO_FILE,
+    SynthFolderError,
+    describe,
+    finish_run,
+    previous_run,
+    same_images,
+    start_run,
+)
 from yolo_nano.data.voc import INCOMPLETE_MARKER
+
+__all__ = [
+    "INFO_FILE",
+    "SHAPE_CLASSES",
+    "SynthConfig",
+    "SynthFolderError",
+    "SynthObject",
+    "annotation_xml",
+    "generate_sample",
+    "image_id",
+    "main",
+    "previous_run",
+    "run_params",
+    "write_dataset",
+]
 
 SHAPE_CLASSES: Tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
 GENERATOR_VERSION = 1
 _SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
 _DIFFICULT_VISIBLE = 0.5
 _MIN_VISIBLE = 0.15
-INFO_FILE = "synth.json"
-# the files write_dataset generates (image_id() names), the only ones a rerun ever deletes
-_GENERATED = re.compile(r"^(train|val|test)_\d{6}\.(jpg|xml)$")
-
-
-class SynthFolderError(ValueError):
-    """``--out`` is a folder nano-data synth must not write into (not empty, not a synthetic set)."""
 
 
 @dataclass(frozen=True)
@@ -325,64 +340,6 @@ def run_params(n_train: int, n_val: int, seed: int, config: SynthConfig) -> Dict
     }
 
 
-def _same_images(a: Optional[Dict[str, Any]], b: Dict[str, Any]) -> bool:
-    """Whether runs ``a`` and ``b`` generate identical images for every (split, index) they share."""
-    keys = ("generator", "version", "seed", "classes", "config")
-    return a is not None and all(a.get(k) == b[k] for k in keys)
-
-
-def _read_params(path: str) -> Optional[Dict[str, Any]]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
-    except (OSError, ValueError, RecursionError):
-        return None
-    return d if isinstance(d, dict) else None
-
-
-def previous_run(out: str) -> Tuple[str, Optional[Dict[str, Any]]]:
-    """What ``out`` holds: ``("new", None)`` missing or without files; ``("incomplete", params)`` an
-    interrupted run; ``("complete", params)`` a finished set (params None when its file is unreadable).
-    :class:`SynthFolderError` for a file, or a folder with files that nano-data synth did not write."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise SynthFolderError(f"{out} is a file, not a folder; choose another --out")
-    if not os.path.isdir(out):
-        return "new", None
-    marker, info = os.path.join(out, INCOMPLETE_MARKER), os.path.join(out, INFO_FILE)
-    if os.path.lexists(marker):
-        return "incomplete", _read_params(marker)
-    if os.path.lexists(info):
-        return "complete", _read_params(info)
-    for _, _, files in os.walk(out):
-        if files:
-            raise SynthFolderError(
-                f"{out} already holds files and no {INFO_FILE}: it is not a set nano-data synth wrote; "
-                "choose a new or empty folder for --out"
-            )
-    return "new", None
-
-
-def _remove(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _start(out: str, params: Dict[str, Any]) -> None:
-    """Mark ``out`` incomplete for run ``params`` and remove what would describe another run."""
-    state, before = previous_run(out)
-    os.makedirs(out, exist_ok=True)
-    atomic_write_bytes(os.path.join(out, INCOMPLETE_MARKER), (json.dumps(params, indent=2) + "\n").encode())
-    _remove(os.path.join(out, INFO_FILE))
-    for split in ("train", "val"):
-        _remove(os.path.join(out, "ImageSets", "Main", split + ".txt"))
-    if state != "new" and not _same_images(before, params):
-        for sub in ("JPEGImages", "Annotations"):
-            folder = os.path.join(out, sub)
-            for name in os.listdir(folder) if os.path.isdir(folder) else ():
-                if _GENERATED.match(name):
-                    _remove(os.path.join(folder, name))
-
-
 def write_dataset(
     out: str,
     n_train: int,
@@ -398,7 +355,7 @@ def write_dataset(
     if n_train < 0 or n_val < 0 or n_train + n_val == 0:
         raise ValueError(f"need a positive number of images (got --train {n_train} --val {n_val})")
     params = run_params(n_train, n_val, seed, config)
-    _start(out, params)
+    start_run(out, params)
     for sub in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main")):
         os.makedirs(os.path.join(out, sub), exist_ok=True)
     ids = {"train": [], "val": []}  # type: dict
@@ -424,16 +381,8 @@ def write_dataset(
                 os.path.join(out, "ImageSets", "Main", split + ".txt"), ("\n".join(lst) + "\n").encode()
             )
     atomic_write_bytes(os.path.join(out, "classes.txt"), ("\n".join(config.classes) + "\n").encode())
-    # last: synth.json appears only when every image it describes is on disk; then the marker goes
-    atomic_write_bytes(os.path.join(out, INFO_FILE), (json.dumps(params, indent=2) + "\n").encode())
-    _remove(os.path.join(out, INCOMPLETE_MARKER))
+    finish_run(out, params)
     return out
-
-
-def _describe(params: Optional[Dict[str, Any]]) -> str:
-    if params is None:
-        return "unknown parameters"
-    return f"seed {params.get('seed')!r}, {params.get('train')!r} train + {params.get('val')!r} val"
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -464,15 +413,17 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     if state == "incomplete":
         warn(
             "nano-data",
-            f"{args.out}: an earlier nano-data synth ({_describe(before)}) was interrupted; writing the set again",
+            f"{args.out}: an earlier nano-data synth ({describe(before)}) was interrupted; writing the set again",
         )
-    elif state == "complete" and not _same_images(before, params):
-        warn("nano-data", f"{args.out}: replacing the synthetic set there ({_describe(before)})")
+    elif state == "complete" and not same_images(before, params):
+        warn("nano-data", f"{args.out}: replacing the synthetic set there ({describe(before)})")
     try:
         write_dataset(args.out, args.train, args.val, args.seed, progress=not args.no_progress)
     except OSError as e:
+        marked = os.path.lexists(os.path.join(args.out, INCOMPLETE_MARKER))
         raise CommandError(
-            f"cannot write {args.out}: {e}; it is marked incomplete ({INCOMPLETE_MARKER}) until a run finishes"
+            f"cannot write {args.out}: {e}"
+            + (f"; it stays marked incomplete ({INCOMPLETE_MARKER}) until a run finishes" if marked else "")
         ) from e
     except KeyboardInterrupt:
         raise CommandError(

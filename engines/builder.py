@@ -284,12 +284,12 @@ def _build_network(
         )
     engine_bytes = bytes(serialized)
 
+    placement = _placement(plan, trt, logger, engine_bytes, state, log) if r.dla is not None else None
     log(f"[5/5] writing {plan.output}")
     calibration = _save_calibration(plan, calibrator, caps.tensorrt_version, log)
     if r.timing_cache:
         atomic_write_bytes(r.timing_cache, bytes(config.get_timing_cache().serialize()))
     atomic_write_bytes(plan.output, engine_bytes)
-    placement = _placement(plan, trt, logger, engine_bytes, state, log) if r.dla is not None else None
     l4t, jetpack = jetson_release()
     record = EngineIdentity(
         tensorrt_version=caps.tensorrt_version,

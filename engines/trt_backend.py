@@ -130,8 +130,14 @@ class TensorRTBackend(Backend):
                 f"{self.path}: engine I/O {inputs} -> {outputs} does not match its record "
                 f"({meta.input_name} -> {meta.output_names}); rebuild it with: {self.identity.build_command}"
             )
-        self._dynamic = shapes[meta.input_name][0] == -1
-        self.max_batch = self.identity.batch if self._dynamic else shapes[meta.input_name][0]
+        # A -1 batch dimension needs set_input_shape before each run; it is a dynamic batch only when the
+        # profile allows several sizes. A DLA engine built from a dynamic-batch ONNX keeps -1 but has a
+        # static profile (min = opt = max): it runs exactly its batch, padded by the Detector.
+        self._set_shape = shapes[meta.input_name][0] == -1
+        profile = self.identity.profile
+        static_profile = bool(profile) and profile[0][0] == profile[2][0]  # type: ignore[index]
+        self._dynamic = self._set_shape and self.identity.dynamic_batch and not static_profile
+        self.max_batch = self.identity.batch if self._set_shape else shapes[meta.input_name][0]
         self.batch_size = None if self._dynamic else self.max_batch
         n = int(self.max_batch)
         h, w = meta.input_size
@@ -158,7 +164,7 @@ class TensorRTBackend(Backend):
     def _enqueue(self, n: int) -> None:
         """Queue the network on the first ``n`` images of the input buffer (context current, lock held)."""
         meta = self.metadata
-        if self._dynamic:
+        if self._set_shape:
             h, w = meta.input_size
             if not self._context.set_input_shape(meta.input_name, self._trt.Dims([n, 3, h, w])):
                 raise RuntimeError(f"{self.path}: TensorRT refused input shape ({n}, 3, {h}, {w})")

@@ -111,10 +111,11 @@ class PowerMode:
     @property
     def cpu_max_khz(self) -> Optional[int]:
         """Highest CPU cluster frequency cap in kHz (None = no cap in the conf)."""
+        # at most 18 digits: a frequency, and never over int()'s 4300-digit limit (ValueError) on 3.11
         vals = [
             int(v)
             for (p, a), v in self.params.items()
-            if p.startswith("CPU") and a == "MAX_FREQ" and re.fullmatch(r"-?\d+", v.strip())
+            if p.startswith("CPU") and a == "MAX_FREQ" and re.fullmatch(r"-?[0-9]{1,18}", v.strip())
         ]
         if not vals or any(v < 0 for v in vals):
             return None
@@ -264,9 +265,9 @@ def resolve_modes(spec: str, conf: NvpConf) -> List[PowerMode]:
 
 def read_status_file(root: str = "/") -> Optional[int]:
     """Current mode ID from ``/var/lib/nvpmodel/status`` (``pmode:0002``), readable without root."""
-    try:
-        with open(os.path.join(root, STATUS_FILE)) as f:
-            m = re.search(r"pmode\s*:\s*(\d+)", f.read())
+    try:  # undecodable bytes replaced; an ID has at most 9 digits (a longer one is no ID: None)
+        with open(os.path.join(root, STATUS_FILE), encoding="utf-8", errors="replace") as f:
+            m = re.search(r"pmode\s*:\s*([0-9]{1,9})(?![0-9])", f.read(4096))
     except OSError:
         return None
     return int(m.group(1)) if m else None
@@ -317,7 +318,7 @@ class NvpModel:
             raise NvpModelError(f"`nvpmodel -q` failed (exit {cp.returncode}): {out.strip()[-300:]}")
         name = m.group(1)
         after = out[m.end() :]
-        idm = re.search(r"^\s*(\d+)\s*$", after, re.MULTILINE)
+        idm = re.search(r"^\s*([0-9]{1,9})\s*$", after, re.MULTILINE)  # a longer number is no mode ID
         if idm is not None:
             return int(idm.group(1)), name
         if self.conf is not None and self.conf.by_name(name) is not None:

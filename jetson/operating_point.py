@@ -133,7 +133,10 @@ def _mismatch(point: ChosenPoint, what: str, theirs: Any, ours: Any, fix: str) -
 
 
 def check_operating_point(
-    point: ChosenPoint, nvpmodel_conf: Optional[str] = None, sysfs_root: str = "/", model: Optional[str] = None
+    point: ChosenPoint,
+    nvpmodel_conf: Optional[str] = None,
+    sysfs_root: str = "/",
+    model: Optional[str] = None,
 ) -> Optional[PowerMode]:
     """Check ``point`` against this board (and ``model``'s file when given); returns the power mode to
     set (None for a host point). :class:`OperatingPointMismatch` on any difference; changes nothing."""
@@ -182,11 +185,11 @@ def check_operating_point(
 @dataclass
 class AppliedPoint:
     """What ``with operating_point(...) as p`` gives: the point (``p.point``: :class:`ChosenPoint`; its
-    fields also as ``p.batch``, ``p.threads``...) and ``p.board``, the :class:`BoardControl` holding the
-    board (None for a host point)."""
+    fields also as ``p.batch``, ``p.threads``, ``p.board`` (the board's name)...) and ``p.control``, the
+    :class:`BoardControl` holding the board (None for a host point)."""
 
     point: ChosenPoint
-    board: Optional[BoardControl]
+    control: Optional[BoardControl]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.point, name)

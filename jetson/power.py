@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import math
 import os
 import re
 import threading
@@ -47,6 +48,13 @@ def _read_float(path: str) -> float:
     if value is None:
         raise ValueError(f"cannot read a number from {path}")
     return value
+
+
+def _finite_watts(watts: float, folder: str, index: str) -> float:
+    """``watts`` when finite; a ValueError (a failed sample, skipped) when mV x mA overflowed."""
+    if not math.isfinite(watts):
+        raise ValueError(f"{folder} channel {index}: mV x mA is not a finite power")
+    return watts
 
 
 def board_total(rails: Dict[str, float]) -> Tuple[float, str]:
@@ -87,7 +95,10 @@ class _Ina3221(PowerSource):
 
     def read(self) -> Reading:
         rails = {name: self.rail_watts(d, i) for name, d, i in self.channels}
-        return Reading(rails, board_total(rails)[0])
+        total = board_total(rails)[0]
+        if not math.isfinite(total):  # finite rails whose sum overflows
+            raise ValueError(f"{self.name}: the rails sum to a power that is not finite")
+        return Reading(rails, total)
 
     def describe(self) -> str:
         return f"{self.name}: {self.total_rule}"
@@ -116,7 +127,7 @@ class Ina3221Iio(_Ina3221):
             return _read_float(p) / 1000.0
         mv = _read_float(os.path.join(folder, f"in_voltage{index}_input"))
         ma = _read_float(os.path.join(folder, f"in_current{index}_input"))
-        return mv * ma / 1e6
+        return _finite_watts(mv * ma / 1e6, folder, index)
 
 
 class Ina3221Hwmon(_Ina3221):
@@ -144,7 +155,7 @@ class Ina3221Hwmon(_Ina3221):
     def rail_watts(self, folder: str, index: str) -> float:
         mv = _read_float(os.path.join(folder, f"in{index}_input"))
         ma = _read_float(os.path.join(folder, f"curr{index}_input"))
-        return mv * ma / 1e6
+        return _finite_watts(mv * ma / 1e6, folder, index)
 
 
 class Rapl(PowerSource):

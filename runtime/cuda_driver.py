@@ -314,9 +314,13 @@ class CudaDriverLauncher(KernelLauncher):
         self._cu.cuGraphExecDestroy(graph)
 
     def close(self) -> None:
+        """Unload the modules (in the caller's current context, or the retained one for a
+        :meth:`standalone` launcher, which is then released). Idempotent."""
         with self._lock:
-            for mod in self._modules.values():
-                self._cu.cuModuleUnload(mod)
+            if self._modules:
+                with self.context():
+                    for mod in self._modules.values():
+                        self._cu.cuModuleUnload(mod)
             self._modules, self._functions = {}, {}
             if self._retained is not None:
                 self._cu.cuDevicePrimaryCtxRelease_v2(self._retained)

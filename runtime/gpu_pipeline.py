@@ -15,6 +15,9 @@ numpy path (:func:`yolo_nano.core.postprocess.detections_from_heads`) returns. T
 
 With ``use_graph=True`` the device work of a call is captured in a CUDA graph the second time the same
 batch of frame sizes (and settings) comes, and replayed while they stay the same; a change re-captures.
+
+(Over 450 lines: buffers, the stages on one stream, graph capture and the results are one piece of
+orchestration whose invariants, such as which buffer a captured graph names, read best in one file.)
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -32,7 +36,7 @@ from yolo_nano.core.postprocess import DecodeStats, PostprocessConfig, decode_th
 from yolo_nano.core.preprocess import InvalidImageError, LetterboxInfo, ensure_bgr_uint8, letterbox_params
 
 from .kernel_build import KERNELS, KernelBuildError
-from .kernel_launch import Buffer, KernelLauncher, LaunchError
+from .kernel_launch import Buffer, KernelLauncher, LaunchError, Mirror
 
 FALLBACK_HINT = "use the numpy post-processing instead: Detector(..., postprocess='cpu')"
 #: device-side stages, in order (``GpuPipeline.last_timings`` keys, milliseconds)
@@ -52,33 +56,6 @@ def _next_pow2(n: int) -> int:
     while p < n:
         p <<= 1
     return p
-
-
-class _Mirror:
-    """A host array and the device address kernels use: one mapped buffer on an integrated GPU, else
-    pinned host memory plus device memory kept in step by explicit stream copies."""
-
-    def __init__(self, launcher: KernelLauncher, dtype: Any, shape: Tuple[int, ...]) -> None:
-        self._launcher = launcher
-        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        self.nbytes = nbytes
-        self.host_buf = launcher.alloc_host(nbytes, mapped=launcher.integrated)
-        self.dev: Optional[Buffer] = None if launcher.integrated else launcher.alloc_device(nbytes)
-        self.ptr = self.host_buf.ptr if self.dev is None else self.dev.ptr
-        self.array = self.host_buf.view(dtype, shape)
-
-    def upload(self, stream: int, nbytes: Optional[int] = None) -> None:
-        if self.dev is not None:
-            self._launcher.copy_htod(self.dev.ptr, self.host_buf.host[: nbytes or self.nbytes], stream)  # type: ignore[index]
-
-    def download(self, stream: int, nbytes: Optional[int] = None) -> None:
-        if self.dev is not None:
-            self._launcher.copy_dtoh(self.host_buf.host[: nbytes or self.nbytes], self.dev.ptr, stream)  # type: ignore[index]
-
-    def free(self) -> None:
-        self._launcher.free(self.host_buf)
-        if self.dev is not None:
-            self._launcher.free(self.dev)
 
 
 def _default_launcher(cache: Any) -> KernelLauncher:
@@ -149,9 +126,16 @@ class GpuPipeline:
             self.launcher: KernelLauncher = launcher
             try:
                 launcher.load_kernels()
-            except KernelBuildError as e:
-                raise GpuPipelineUnavailable(f"the CUDA kernels cannot be built: {e}") from e
-            self._allocate()
+                self._allocate()
+            except (KernelBuildError, LaunchError) as e:
+                self._closed = True
+                for item in list(self._buffers):
+                    with contextlib.suppress(Exception):
+                        self._release(item)
+                if self._owns_launcher:
+                    launcher.close()
+                hint = "" if "postprocess='cpu'" in str(e) else f"; {FALLBACK_HINT}"
+                raise GpuPipelineUnavailable(f"the CUDA pipeline cannot start: {e}{hint}") from e
 
     # -- setup ------------------------------------------------------------------------------------
 
@@ -183,41 +167,29 @@ class GpuPipeline:
         first_anchor = first_cand = 0
         for k, hd in enumerate(meta.heads):
             sh, sw = self._input_hw[0] // hd.stride, self._input_hw[1] // hd.stride
-            row = (
-                self.io.output_ptrs[hd.name],
-                sh,
-                sw,
-                hd.num_anchors,
-                hd.stride,
-                first_anchor,
-                first_cand,
-                0,
-            )
-            self._heads.array[k] = row
-            self._anchors.array[first_anchor : first_anchor + hd.num_anchors] = np.asarray(
-                hd.anchors, np.float64
-            )
+            ptr = self.io.output_ptrs[hd.name]
+            self._heads.array[k] = (ptr, sh, sw, hd.num_anchors, hd.stride, first_anchor, first_cand, 0)
+            self._anchors.array[first_anchor : first_anchor + hd.num_anchors] = hd.anchors
             first_anchor += hd.num_anchors
             first_cand += hd.num_anchors * sh * sw
         self._class_mask = self._mirror(np.int32, (max(meta.num_classes, 1),))
         self._mask_for: Any = None
         self._params = self._mirror(np.int64, (nb, 8))
         self._boxmap = self._mirror(np.float32, (nb, 6))
-        self._tallies = self._mirror(
-            np.int32, (3 * nb,)
-        )  # counts (survivors, non-finite) x nb, then kept x nb
+        # per image (survivors, non-finite) from decode, then per image the kept count from nms
+        self._tallies = self._mirror(np.int32, (3 * nb,))
         self._records = self._device(nb * self.total * 8 * 4)
         self._keys = self._device(nb * self.key_cap * 8)
-        self._frames: Optional[_Mirror] = None
-        self._out: Optional[_Mirror] = None
+        self._frames: Optional[Mirror] = None
+        self._out: Optional[Mirror] = None
         self._out_rows = 0
         stream = self.io.stream
         self._heads.upload(stream)
         self._anchors.upload(stream)
         launcher.synchronize(stream)
 
-    def _mirror(self, dtype: Any, shape: Tuple[int, ...]) -> _Mirror:
-        m = _Mirror(self.launcher, dtype, shape)
+    def _mirror(self, dtype: Any, shape: Tuple[int, ...]) -> Mirror:
+        m = Mirror(self.launcher, dtype, shape)
         self._buffers.append(m)
         return m
 
@@ -228,7 +200,10 @@ class GpuPipeline:
 
     def _release(self, item: Any) -> None:
         self._buffers.remove(item)
-        item.free() if isinstance(item, _Mirror) else self.launcher.free(item)
+        if isinstance(item, Mirror):
+            item.free()
+        else:
+            self.launcher.free(item)
 
     def _drop_graph(self) -> None:
         if self._graph is not None:
@@ -293,34 +268,44 @@ class GpuPipeline:
             )
         return out
 
-    def _detect_chunk(
-        self, frames: List[np.ndarray], config: PostprocessConfig, stats: Optional[DecodeStats]
-    ) -> List[Detections]:
-        t0 = time.perf_counter()
-        n = len(frames)
-        infos: List[LetterboxInfo] = []
-        layout: List[Tuple[int, int, int, int, int, int, int, int]] = []
-        offset = 0
+    def _layout(self, frames: Sequence[np.ndarray]) -> Tuple[List[LetterboxInfo], List[Tuple[int, ...]], int]:
+        """Letterbox infos, the letterbox kernel's per-frame params (byte offset in the frame buffer,
+        h0, w0, nh, nw, left, top, 0) and the frame bytes in all (each frame 256-byte aligned)."""
+        infos, layout, offset = [], [], 0
         for f in frames:
             info, (nh, nw) = letterbox_params(f.shape[:2], self._input_hw)
             infos.append(info)
             layout.append((offset, f.shape[0], f.shape[1], nh, nw, info.pad[0], info.pad[1], 0))
             offset += (f.nbytes + 255) // 256 * 256
+        return infos, layout, offset
+
+    def _stage(
+        self, frames: Sequence[np.ndarray], layout: Sequence[Tuple[int, ...]], infos: Sequence[LetterboxInfo]
+    ) -> None:
+        """Write the frames, the letterbox params and the box mapping into their host buffers."""
+        if frames:
+            assert self._frames is not None
+            for f, row in zip(frames, layout):
+                self._frames.array[row[0] : row[0] + f.nbytes] = f.reshape(-1)
+            self._params.array[: len(layout)] = layout
+        self._boxmap.array[: len(infos)] = [
+            (i.pad[0], i.pad[1], np.float32(i.scale), i.original_shape[1], i.original_shape[0], 0)
+            for i in infos
+        ]
+
+    def _detect_chunk(
+        self, frames: List[np.ndarray], config: PostprocessConfig, stats: Optional[DecodeStats]
+    ) -> List[Detections]:
+        t0 = time.perf_counter()
+        n = len(frames)
+        infos, layout, frame_bytes = self._layout(frames)
         with self._lock, self._io_lock, self._context:
             self._check_open()
-            self._prepare(config, offset)
-            assert self._frames is not None
-            data = self._frames.array
-            for f, row in zip(frames, layout):
-                data[row[0] : row[0] + f.nbytes] = f.reshape(-1)
-            self._params.array[:n] = layout
-            self._boxmap.array[:n] = [
-                (i.pad[0], i.pad[1], np.float32(i.scale), i.original_shape[1], i.original_shape[0], 0)
-                for i in infos
-            ]
+            self._prepare(config, frame_bytes)
+            self._stage(frames, layout, infos)
             t1 = time.perf_counter()
             key = (n, tuple(f.shape[:2] for f in frames), self._config_key(config))
-            device = self._run(n, offset, config, key, letterbox=True, infer=True)
+            device = self._run(n, frame_bytes, config, key, letterbox=True, infer=True)
             t2 = time.perf_counter()
             dets = self._results(n, infos, config, stats)
         t3 = time.perf_counter()
@@ -328,14 +313,11 @@ class GpuPipeline:
         if "graph" in device:
             share = {"preprocess": host_pre, "inference": device["graph"], "postprocess": host_post}
         else:
+            post = sum(device[k] for k in ("decode", "sort", "nms", "download"))
             share = {
                 "preprocess": host_pre + device["upload"] + device["letterbox"],
                 "inference": device["inference"],
-                "postprocess": device["decode"]
-                + device["sort"]
-                + device["nms"]
-                + device["download"]
-                + host_post,
+                "postprocess": post + host_post,
             }
         self.last_timings = dict(device, host_prepare=host_pre, host_results=host_post)
         for d in dets:
@@ -357,10 +339,7 @@ class GpuPipeline:
         with self._lock, self._io_lock, self._context:
             self._check_open()
             self._prepare(config, 0)
-            self._boxmap.array[:n] = [
-                (i.pad[0], i.pad[1], np.float32(i.scale), i.original_shape[1], i.original_shape[0], 0)
-                for i in infos
-            ]
+            self._stage([], [], infos)
             device = self._run(n, 0, config, None, letterbox=False, infer=False)
             self.last_timings = dict(device)
             return self._results(n, infos, config, stats)
@@ -373,19 +352,12 @@ class GpuPipeline:
             raise ValueError(f"preprocess takes 1..{self.max_batch} images")
         n = len(frames)
         h, w = self._input_hw
-        layout, offset = [], 0
-        for f in frames:
-            info, (nh, nw) = letterbox_params(f.shape[:2], self._input_hw)
-            layout.append((offset, f.shape[0], f.shape[1], nh, nw, info.pad[0], info.pad[1], 0))
-            offset += (f.nbytes + 255) // 256 * 256
+        infos, layout, frame_bytes = self._layout(frames)
         with self._lock, self._io_lock, self._context:
             self._check_open()
-            self._prepare(self.config, offset)
-            assert self._frames is not None
-            for f, row in zip(frames, layout):
-                self._frames.array[row[0] : row[0] + f.nbytes] = f.reshape(-1)
-            self._params.array[:n] = layout
-            self._run(n, offset, self.config, None, letterbox=True, infer=False, decode=False)
+            self._prepare(self.config, frame_bytes)
+            self._stage(frames, layout, infos)
+            self._run(n, frame_bytes, self.config, None, letterbox=True, infer=False, decode=False)
             if self.io.input_host is not None:
                 return np.array(self.io.input_host[:n], dtype=np.float32, copy=True)
             result = self.launcher.alloc_host(n * 3 * h * w * 4, mapped=False)
@@ -447,34 +419,20 @@ class GpuPipeline:
         """Queue every stage on the stream; yields each stage's name after queueing it."""
         launcher, io, meta, stream = self.launcher, self.io, self.meta, self.io.stream
         h, w = self._input_hw
-        assert self._out is not None
+        assert self._out is not None and self._frames is not None
         if letterbox:
-            assert self._frames is not None
             self._frames.upload(stream, frame_bytes)
             self._params.upload(stream, n * 8 * 8)
         self._boxmap.upload(stream, n * 6 * 4)
         launcher.memset_d32(self._tallies.ptr, 0, 2 * n, stream)
         yield "upload"
         if letterbox:
-            plain = all(m == 0.0 for m in meta.mean) and all(s == 1.0 for s in meta.std)
+            mean, std = [np.float32(m) for m in meta.mean], [np.float32(s) for s in meta.std]
+            plain = int(all(m == 0.0 for m in meta.mean) and all(s == 1.0 for s in meta.std))
+            args = (self._frames.ptr, self._params.ptr, io.input_ptr, h, w, int(meta.pad_value))
+            args += (int(meta.channel_order == "RGB"), np.float32(meta.scale), *mean, *std, plain)
             launcher.launch(
-                "letterbox",
-                ((w + 15) // 16, (h + 15) // 16, n),
-                KERNELS["letterbox"].block,
-                (
-                    self._frames.ptr,  # type: ignore[union-attr]
-                    self._params.ptr,
-                    io.input_ptr,
-                    h,
-                    w,
-                    int(meta.pad_value),
-                    int(meta.channel_order == "RGB"),
-                    np.float32(meta.scale),
-                    *[np.float32(m) for m in meta.mean],
-                    *[np.float32(s) for s in meta.std],
-                    int(plain),
-                ),
-                stream,
+                "letterbox", ((w + 15) // 16, (h + 15) // 16, n), KERNELS["letterbox"].block, args, stream
             )
             yield "letterbox"
         if infer:
@@ -487,57 +445,33 @@ class GpuPipeline:
         if not decode:
             return
         logit_thr, conf = decode_thresholds(config.conf_threshold)
-        kept_ptr = self._tallies.ptr + 2 * self.max_batch * 4
-        launcher.launch(
-            "decode",
-            ((self.total + 127) // 128, n, 1),
-            KERNELS["decode"].block,
-            (
-                self._heads.ptr,
-                len(meta.heads),
-                self._anchors.ptr,
-                meta.num_classes,
-                int(meta.class_activation == "softmax"),
-                logit_thr,
-                conf,
-                None if config.classes is None else self._class_mask.ptr,
-                self.total,
-                self.key_cap,
-                self._records.ptr,
-                self._keys.ptr,
-                self._tallies.ptr,
-            ),
-            stream,
-        )
+        mask = None if config.classes is None else self._class_mask.ptr
+        args = (self._heads.ptr, len(meta.heads), self._anchors.ptr, meta.num_classes)
+        args += (int(meta.class_activation == "softmax"), logit_thr, conf, mask, self.total, self.key_cap)
+        args += (self._records.ptr, self._keys.ptr, self._tallies.ptr)
+        launcher.launch("decode", ((self.total + 127) // 128, n, 1), KERNELS["decode"].block, args, stream)
         yield "decode"
-        launcher.launch(
-            "sort_candidates",
-            (n, 1, 1),
-            KERNELS["sort_candidates"].block,
-            (self._keys.ptr, self._tallies.ptr, self.key_cap),
-            stream,
-        )
+        args = (self._keys.ptr, self._tallies.ptr, self.key_cap)
+        launcher.launch("sort_candidates", (n, 1, 1), KERNELS["sort_candidates"].block, args, stream)
         yield "sort"
         rows = int(config.max_detections)
-        launcher.launch(
-            "nms",
-            (n, 1, 1),
-            KERNELS["nms"].block,
-            (
-                self._keys.ptr,
-                self._records.ptr,
-                self._tallies.ptr,
-                self._boxmap.ptr,
-                self._out.ptr,
-                kept_ptr,
-                self.total,
-                self.key_cap,
-                rows,
-                np.float32(config.iou_threshold),
-                int(bool(config.class_agnostic)),
-            ),
-            stream,
+        kept_ptr = self._tallies.ptr + 2 * self.max_batch * 4
+        args = (
+            self._keys.ptr,
+            self._records.ptr,
+            self._tallies.ptr,
+            self._boxmap.ptr,
+            self._out.ptr,
+            kept_ptr,
         )
+        args += (
+            self.total,
+            self.key_cap,
+            rows,
+            np.float32(config.iou_threshold),
+            int(bool(config.class_agnostic)),
+        )
+        launcher.launch("nms", (n, 1, 1), KERNELS["nms"].block, args, stream)
         yield "nms"
         self._tallies.download(stream)
         self._out.download(stream, n * rows * 6 * 4)
@@ -629,4 +563,44 @@ class GpuPipeline:
         self.close()
 
 
-__all__ = ["STAGES", "GpuPipeline", "GpuPipelineError", "GpuPipelineUnavailable"]
+POSTPROCESS_CHOICES = ("auto", "cpu", "gpu")
+
+
+def select_pipeline(
+    backend: Any, config: PostprocessConfig, postprocess: str = "auto", **kwargs: Any
+) -> Optional[GpuPipeline]:
+    """The :class:`GpuPipeline` a Detector should run, or ``None`` for the numpy path.
+
+    ``postprocess``: ``"cpu"``: ``None``. ``"gpu"``: a pipeline, or :class:`GpuPipelineUnavailable`
+    saying why not and what to do. ``"auto"``: a pipeline when the backend has device buffers
+    (TensorRT) and the kernels can run here; a host backend (ONNX Runtime) quietly gets ``None``, a GPU
+    backend whose pipeline cannot start gets ``None`` and one warning with the reason. ``kwargs`` go to
+    :class:`GpuPipeline` (``launcher``, ``use_graph``, ``cache``).
+    """
+    if postprocess not in POSTPROCESS_CHOICES:
+        raise ValueError(f"postprocess must be one of {', '.join(POSTPROCESS_CHOICES)}, got {postprocess!r}")
+    if postprocess == "cpu":
+        return None
+    try:
+        if postprocess == "auto" and (not hasattr(backend, "device_io") or backend.device_io() is None):
+            return None
+        return GpuPipeline(backend, config, **kwargs)
+    except (
+        GpuPipelineUnavailable,
+        RuntimeError,
+        ValueError,
+    ) as e:  # device_io() refusing: e.g. an fp16 input
+        if postprocess == "gpu":
+            raise
+        warnings.warn(f"CUDA post-processing unavailable, using numpy: {e}", RuntimeWarning, stacklevel=2)
+        return None
+
+
+__all__ = [
+    "POSTPROCESS_CHOICES",
+    "STAGES",
+    "GpuPipeline",
+    "GpuPipelineError",
+    "GpuPipelineUnavailable",
+    "select_pipeline",
+]

@@ -158,4 +158,32 @@ class KernelLauncher(abc.ABC):
         """Release what the launcher holds (modules); idempotent."""
 
 
-__all__ = ["Buffer", "KernelLauncher", "LaunchError", "pack_params"]
+class Mirror:
+    """A host array (``array``, of ``dtype`` and ``shape``) and the device address kernels use (``ptr``):
+    one mapped buffer where the device is integrated, else pinned host memory plus device memory kept in
+    step by explicit stream copies (:meth:`upload`, :meth:`download`; no-ops when mapped)."""
+
+    def __init__(self, launcher: KernelLauncher, dtype: Any, shape: Tuple[int, ...]) -> None:
+        self._launcher = launcher
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        self.nbytes = nbytes
+        self.host_buf = launcher.alloc_host(nbytes, mapped=launcher.integrated)
+        self.dev: Optional[Buffer] = None if launcher.integrated else launcher.alloc_device(nbytes)
+        self.ptr = self.host_buf.ptr if self.dev is None else self.dev.ptr
+        self.array = self.host_buf.view(dtype, shape)
+
+    def upload(self, stream: int, nbytes: Optional[int] = None) -> None:
+        if self.dev is not None:
+            self._launcher.copy_htod(self.dev.ptr, self.host_buf.host[: nbytes or self.nbytes], stream)  # type: ignore[index]
+
+    def download(self, stream: int, nbytes: Optional[int] = None) -> None:
+        if self.dev is not None:
+            self._launcher.copy_dtoh(self.host_buf.host[: nbytes or self.nbytes], self.dev.ptr, stream)  # type: ignore[index]
+
+    def free(self) -> None:
+        self._launcher.free(self.host_buf)
+        if self.dev is not None:
+            self._launcher.free(self.dev)
+
+
+__all__ = ["Buffer", "KernelLauncher", "LaunchError", "Mirror", "pack_params"]

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 LINT=build/import-tree
 rm -rf "$LINT" && mkdir -p "$LINT/yolo_nano"
 cp yolo_nano/__init__.py "$LINT/yolo_nano/"
-for d in core data model calibration engines runtime jetson benchmarks; do
+for d in core data model calibration engines runtime jetson benchmarks doctor; do
   ln -s "$PWD/$d" "$LINT/yolo_nano/$d"
 done
 ROOT=$PWD

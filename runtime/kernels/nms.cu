@@ -57,9 +57,11 @@ extern "C" __global__ void sort_candidates(unsigned long long* __restrict__ keys
 // ---- nms: greedy NMS over the sorted keys in chunks of NMS_CHUNK candidates (one per thread). Each
 // candidate is tested against the boxes kept by earlier chunks; then each builds the mask of the
 // chunk's earlier candidates that would remove it, and thread 0 walks the chunk in order keeping a
-// candidate when no kept one of the chunk is in its mask. Kept rows are written to `out` as they are
-// kept (network-input pixels, read back by later chunks), then mapped to the original image and
-// clipped: boxmap per image = left, top, scale (float32), width, height (original pixels), unused.
+// candidate when no kept one of the chunk is in its mask. The q-th kept candidate's record index goes
+// to keys[q] (a key already read: q never passes the chunk being decided), so later chunks read kept
+// boxes from the records in device memory; `out` (mapped host memory on a Jetson) is only written, at
+// the end: boxes mapped to the original image and clipped (boxmap per image = left, top, scale
+// (float32), width, height (original pixels), unused).
 // out: (n, max_det, 6) = x1, y1, x2, y2, score, class; out_count: (n). Grid (n), block NMS_CHUNK.
 
 #define NMS_CHUNK 64
@@ -73,21 +75,22 @@ __device__ __forceinline__ bool nms_removes(float ax1, float ay1, float ax2, flo
     return inter / (a_area + b_area - inter) > thr;
 }
 
-extern "C" __global__ void nms(const unsigned long long* __restrict__ keys, const float* __restrict__ records,
+extern "C" __global__ void nms(unsigned long long* __restrict__ keys, const float* __restrict__ records,
                                const int* __restrict__ counts, const float* __restrict__ boxmap,
                                float* __restrict__ out, int* __restrict__ out_count, int total, int key_cap,
                                int max_det, float iou_thr, int class_agnostic)
 {
     __shared__ float c_x1[NMS_CHUNK], c_y1[NMS_CHUNK], c_x2[NMS_CHUNK], c_y2[NMS_CHUNK];
-    __shared__ float c_area[NMS_CHUNK], c_score[NMS_CHUNK];
+    __shared__ float c_area[NMS_CHUNK];
     __shared__ int c_cls[NMS_CHUNK], c_alive[NMS_CHUNK];
+    __shared__ unsigned c_index[NMS_CHUNK];
     __shared__ unsigned long long c_mask[NMS_CHUNK];
     __shared__ int s_kept, s_done;
 
     const int img = blockIdx.x, t = threadIdx.x;
     int n = counts[2 * img];
     if (n > total) n = total;
-    const unsigned long long* k = keys + (long long)img * key_cap;
+    unsigned long long* k = keys + (long long)img * key_cap;
     const float* rec = records + (long long)img * total * 8;
     float* o = out + (long long)img * max_det * 6;
     if (t == 0) {
@@ -99,21 +102,22 @@ extern "C" __global__ void nms(const unsigned long long* __restrict__ keys, cons
     for (int base = 0; !s_done; base += NMS_CHUNK) {
         const int j = base + t;
         bool alive = j < n;
-        float x1 = 0.0f, y1 = 0.0f, x2 = 0.0f, y2 = 0.0f, area = 0.0f, score = 0.0f;
+        float x1 = 0.0f, y1 = 0.0f, x2 = 0.0f, y2 = 0.0f, area = 0.0f;
         int cls = 0;
+        unsigned index = 0;
         if (alive) {
-            const float* r = rec + (long long)(unsigned)(k[j] & 0xffffffffull) * 8;
+            index = (unsigned)(k[j] & 0xffffffffull);
+            const float* r = rec + (long long)index * 8;
             x1 = r[0];
             y1 = r[1];
             x2 = r[2];
             y2 = r[3];
-            score = r[4];
             cls = (int)r[5];
             area = (x2 - x1) * (y2 - y1);
         }
         const int kept = s_kept;
         for (int q = 0; alive && q < kept; ++q) {
-            const float* w = o + q * 6;
+            const float* w = rec + (long long)k[q] * 8;
             if (!class_agnostic && (int)w[5] != cls) continue;
             if (nms_removes(w[0], w[1], w[2], w[3], (w[2] - w[0]) * (w[3] - w[1]), x1, y1, x2, y2, area, iou_thr))
                 alive = false;
@@ -123,8 +127,8 @@ extern "C" __global__ void nms(const unsigned long long* __restrict__ keys, cons
         c_x2[t] = x2;
         c_y2[t] = y2;
         c_area[t] = area;
-        c_score[t] = score;
         c_cls[t] = cls;
+        c_index[t] = index;
         c_alive[t] = alive;
         __syncthreads();
 
@@ -143,14 +147,7 @@ extern "C" __global__ void nms(const unsigned long long* __restrict__ keys, cons
             for (int s = 0; s < NMS_CHUNK && kc < max_det; ++s) {
                 if (c_alive[s] && (c_mask[s] & kept_bits) == 0) {
                     kept_bits |= 1ull << s;
-                    float* w = o + kc * 6;
-                    w[0] = c_x1[s];
-                    w[1] = c_y1[s];
-                    w[2] = c_x2[s];
-                    w[3] = c_y2[s];
-                    w[4] = c_score[s];
-                    w[5] = (float)c_cls[s];
-                    ++kc;
+                    k[kc++] = c_index[s];
                 }
             }
             s_kept = kc;
@@ -163,11 +160,14 @@ extern "C" __global__ void nms(const unsigned long long* __restrict__ keys, cons
     const float width = boxmap[img * 6 + 3], height = boxmap[img * 6 + 4];
     const int kept = s_kept;
     for (int q = t; q < kept; q += blockDim.x) {
+        const float* r = rec + (long long)k[q] * 8;
         float* w = o + q * 6;
-        w[0] = fminf(fmaxf((w[0] - left) / scale, 0.0f), width);
-        w[1] = fminf(fmaxf((w[1] - top) / scale, 0.0f), height);
-        w[2] = fminf(fmaxf((w[2] - left) / scale, 0.0f), width);
-        w[3] = fminf(fmaxf((w[3] - top) / scale, 0.0f), height);
+        w[0] = fminf(fmaxf((r[0] - left) / scale, 0.0f), width);
+        w[1] = fminf(fmaxf((r[1] - top) / scale, 0.0f), height);
+        w[2] = fminf(fmaxf((r[2] - left) / scale, 0.0f), width);
+        w[3] = fminf(fmaxf((r[3] - top) / scale, 0.0f), height);
+        w[4] = r[4];
+        w[5] = r[5];
     }
     if (t == 0) out_count[img] = kept;
 }

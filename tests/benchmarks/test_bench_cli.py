@@ -171,7 +171,7 @@ def test_permission_hint(tiny_onnx, tmp_path, fake_board, monkeypatch, capsys):
     "args, msg",
     [
         (["missing.onnx"], "model file not found: missing.onnx"),
-        (["{m}", "--batch", "0"], "--batch must be >= 1"),
+        (["{m}", "--batch", "0"], "--batch '0': 0 is out of range 1..256"),
         (["{m}", "--duration", "0"], "--duration must be > 0"),
         (["{m}", "--power", "15W", "--nvpmodel-conf", "/nonexistent.conf"], "file not found"),
         (["{m}", "--power", "15W", "--sysfs-root", "{t}"], "--power needs the board's nvpmodel conf"),

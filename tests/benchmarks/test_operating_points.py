@@ -260,8 +260,11 @@ def test_host_sweep_and_choice_in_one_command_then_apply(tiny_onnx, tmp_path, ca
     ]
     assert all(r["power_mode_id"] is None and r["energy_j_per_frame"] is None for r in recs)
 
-    rc = cli.main(["--choose", str(out / "results.jsonl"), "--target-fps", "20", "--by", "latency"] + host)
+    rc = cli.main(
+        ["--choose", str(out / "results.jsonl"), "--target-fps", "20", "--by", "latency", "--plot"] + host
+    )
     assert rc == 0
+    assert os.path.getsize(out / "pareto.png") > 1000
     point = json.loads((out / "operating-point.json").read_text())
     assert point["power_mode_id"] is None and point["board"] is None and point["threads"] in (1, 2)
     assert point["constraints"]["by"] == "latency"
@@ -305,3 +308,13 @@ def test_bad_choice_and_pace_flags_are_one_line_exit_2(tiny_onnx, tmp_path, caps
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("nano-bench: error:") and msg in err[0], err
+
+
+def test_bare_jetson_clocks_before_a_model_still_means_on():
+    """``--jetson-clocks m.engine`` was valid before the flag took a value: the model is not the value."""
+    args = cli.build_parser().parse_args(
+        cli.bare_clocks_flag(["--jetson-clocks", "m.engine", "--pace", "30"])
+    )
+    assert args.jetson_clocks == "on" and args.models == ["m.engine"]
+    args = cli.build_parser().parse_args(cli.bare_clocks_flag(["m.engine", "--jetson-clocks", "both"]))
+    assert args.jetson_clocks == "both"

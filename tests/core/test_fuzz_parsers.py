@@ -92,8 +92,19 @@ LIMIT = 200_000  # pixels: small, so a mutated header that still passes cannot m
 
 
 def _encoded(ext: str, image: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(ext, image)
+    """``image`` in the format of ``ext``, or b"" where this OpenCV has no such encoder (4.5: no GIF)."""
+    try:
+        ok, buf = cv2.imencode(ext, image)
+    except cv2.error:
+        return b""
     return buf.tobytes() if ok else b""
+
+
+# a 1x1 GIF made by hand, for OpenCV builds that cannot write GIF
+GIF_1X1 = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
 
 
 def _image_seeds():
@@ -103,7 +114,7 @@ def _image_seeds():
     ]
     seeds += [_encoded(".pfm", img.astype(np.float32) / 255), _encoded(".hdr", img.astype(np.float32) / 255)]
     seeds += [_encoded(".pgm", img[..., 0]), _encoded(".png", (img.astype(np.uint16) * 257))]
-    seeds += [exif_jpeg(img, 6), png_bomb(), jpeg_bomb()]
+    seeds += [exif_jpeg(img, 6), png_bomb(), jpeg_bomb(), GIF_1X1]
     return [s for s in seeds if s]
 
 

@@ -178,3 +178,16 @@ def test_split_file_that_is_not_text(tmp_path):
     (root / "ImageSets" / "Main" / "trainval.txt").write_bytes(b"\xff\xfe\x00a\n")
     with pytest.raises(VOCError, match="cannot read split file"):
         load_split(str(root), "trainval")
+
+
+@pytest.mark.torch
+def test_nano_train_data_loader_drops_the_nan_box(tmp_path):
+    """What nano-train trains on (load_training_data) never holds the NaN box; the valid box beside it stays."""
+    pytest.importorskip("torch")
+    from yolo_nano.model.train_data import load_training_data
+
+    anns = {"nan": XML.format(objs=obj(e="nan") + obj("cat")), "ok": XML.format(objs=obj())}
+    root = make_voc(tmp_path / "VOC", anns)
+    data = load_training_data(str(root), "trainval", None, "trainval", None, check=True, verbose=False)
+    assert [r.boxes.tolist() for r in data.records] == [[[10, 20, 50, 60]], [[10, 20, 50, 60]]]
+    assert all(np.isfinite(r.boxes).all() for r in data.records + data.val_set.records)

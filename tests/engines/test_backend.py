@@ -360,3 +360,26 @@ def test_static_engine_device_io_needs_the_full_batch(fakes, dyn_onnx, tmp_path)
         io.execute(2)
     assert trt.executions == [2]
     _assert_all_released(cuda, trt)
+
+
+def test_dla_engine_from_a_dynamic_onnx_runs_its_static_batch(fakes, dyn_onnx, tmp_path):
+    """A -1 batch dimension with a static profile (DLA) is a fixed batch: the Detector pads to it."""
+    from yolo_nano.runtime import Detector
+
+    cuda, trt = fakes()
+    path = fake_tensorrt.make_engine(
+        str(tmp_path / "dla.engine"), dyn_onnx, 2, False, dla_core=0, static_profile=True
+    )
+    with _trt_backend(path) as be:
+        assert be.batch_size == 2 and be.max_batch == 2
+        with pytest.raises(ValueError, match="exactly 2"):
+            be.infer(_batch(1))
+        got = be.infer(_batch(2))
+        want = _reference(dyn_onnx, _batch(2))
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+        with Detector(be) as det:
+            img = np.full((50, 70, 3), 90, np.uint8)
+            assert len(det([img, img, img])) == 3  # chunks of 2, the last padded
+    assert trt.executions == [2, 2, 2]
+    _assert_all_released(cuda, trt)

@@ -26,7 +26,8 @@ def run(tool, *args, cwd=None):
 
 
 def fake_env(version, **extra):
-    env = dict(os.environ, FAKE_TRT_VERSION=version, PYTHONPATH=TESTS)
+    path = os.pathsep.join(p for p in (TESTS, os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, FAKE_TRT_VERSION=version, PYTHONPATH=path)
     env.update({k: str(v) for k, v in extra.items()})
     return env
 

@@ -63,7 +63,7 @@ def test_sets_the_point_and_restores(xavier, tmp_path):
     with operating_point(path, XAVIER_CONF, root, log=lambda m: None) as p:
         assert fb.mode() == 2 and fb.clocks() == "on"
         assert (p.batch, p.pace_fps, p.late_policy, p.power_mode_name) == (2, 30.0, "drop", "MODE_15W")
-        assert p.board is not None and p.board.original_mode == (0, "MAXN")
+        assert p.control is not None and p.control.original_mode == (0, "MAXN") and p.board == "Jetson-AGX"
     assert fb.mode() == 0 and fb.clocks() == "off"
 
 
@@ -158,7 +158,7 @@ def test_a_host_point_sets_nothing(fake_board, tmp_path):
     path = write_point(tmp_path / "op.json", board=None, l4t=None, nvpmodel_conf=None, nvpmodel_conf_sha256=None,
                        power_mode_id=None, power_mode_name=None, jetson_clocks=False, threads=2, batch=1)  # fmt: skip
     with operating_point(path, sysfs_root=str(tmp_path)) as p:
-        assert p.board is None and p.threads == 2 and p.is_host_point
+        assert p.control is None and p.board is None and p.threads == 2 and p.is_host_point
     assert fb.nvp_calls() == [] and not os.path.exists(fb.clk_log)
 
 

@@ -158,7 +158,9 @@ def _make_module(version: str, state: TrtState) -> types.ModuleType:
             self._static_batch: Optional[int] = None if plan["dynamic"] else int(plan["batch"])
             self._max_batch = int(plan["batch"])
             inp = self._session.get_inputs()[0]
-            batch = -1 if plan["dynamic"] else self._max_batch
+            # A static profile over a -1 batch dimension (DLA from a dynamic-batch ONNX): min = max.
+            self._min_batch = self._max_batch if plan.get("static_profile") else 1
+            batch = -1 if plan["dynamic"] or plan.get("static_profile") else self._max_batch
             self._io: List[Tuple[str, TensorIOMode, Tuple[int, ...]]] = [
                 (inp.name, TensorIOMode.INPUT, (batch,) + tuple(int(d) for d in inp.shape[1:]))
             ]
@@ -214,7 +216,7 @@ def _make_module(version: str, state: TrtState) -> types.ModuleType:
             shape = tuple(int(d) for d in shape)
             ok = mode == TensorIOMode.INPUT and len(shape) == len(built)
             ok = ok and all(b in (-1, s) for b, s in zip(built, shape))
-            ok = ok and 1 <= shape[0] <= self._engine._max_batch
+            ok = ok and self._engine._min_batch <= shape[0] <= self._engine._max_batch
             if not ok:
                 self._engine._logger.log(
                     Severity.ERROR, f"set_input_shape: {shape} is outside the profile of {built}"
@@ -282,15 +284,23 @@ def make_engine(
     gpu_name: str = "Fake Xavier",
     compute_capability: str = "7.2",
     dla_core: Optional[int] = None,
+    static_profile: bool = False,
 ) -> str:
     """Write a fake engine of ``onnx_path`` (a dynamic-batch ONNX) and its identity record; returns ``path``.
 
     ``batch``: the build batch (largest for ``dynamic``; the only one otherwise, as on DLA).
+    ``static_profile``: the batch dimension stays -1 but the profile is min = opt = max = ``batch``, as
+    nano-build makes DLA engines from a dynamic-batch ONNX.
     """
     from yolo_nano.core.metadata import read_onnx_metadata
     from yolo_nano.engines.identity import EngineIdentity, write_record
 
-    plan = {"onnx": os.path.abspath(onnx_path), "batch": int(batch), "dynamic": bool(dynamic)}
+    plan = {
+        "onnx": os.path.abspath(onnx_path),
+        "batch": int(batch),
+        "dynamic": bool(dynamic),
+        "static_profile": bool(static_profile),
+    }
     with open(path, "wb") as f:
         f.write(MAGIC + json.dumps(plan).encode())
     meta = read_onnx_metadata(onnx_path)
@@ -302,6 +312,7 @@ def make_engine(
             precision="fp16", onnx_path=onnx_path, onnx_sha256="0" * 64, input_shape=[int(batch), 3, h, w],
             metadata=meta.to_dict(), preprocess=meta.preprocess_params(), dynamic_batch=bool(dynamic),
             dla_core=dla_core, build_command=f"nano-build {onnx_path} -o {path}",
+            profile=[[int(batch), 3, h, w]] * 3 if static_profile else None,
         ),
     )  # fmt: skip
     return path

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 import signal
 import threading
 from collections import Counter
@@ -45,11 +46,17 @@ NASTY_JSON: List[Any] = [
 ]  # fmt: skip
 
 
+#: ``YOLO_NANO_FUZZ_SCALE=20 pytest tests/*/test_fuzz_*.py``: 20x the inputs, for a longer soak by hand.
+SCALE_ENV = "YOLO_NANO_FUZZ_SCALE"
+
+
 def fuzz(max_examples: int) -> settings:
-    """Settings for one parser's fuzz test: ``max_examples`` repeatable inputs, no per-example deadline
-    (the machine is shared; :func:`no_hang` catches real hangs), nothing stored between runs."""
+    """Settings for one parser's fuzz test: ``max_examples`` repeatable inputs (times ``$YOLO_NANO_FUZZ_SCALE``),
+    no per-example deadline (the machine is shared; :func:`no_hang` catches real hangs), nothing stored
+    between runs."""
+    scale = float(os.environ.get(SCALE_ENV, "1") or 1)
     return settings(
-        max_examples=max_examples,
+        max_examples=max(1, int(max_examples * scale)),
         deadline=None,
         derandomize=True,
         database=None,
