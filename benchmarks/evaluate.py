@@ -30,7 +30,7 @@ import numpy as np
 
 from yolo_nano.core.backend import Backend, BackendUnavailableError, ModelLoadError
 from yolo_nano.core.fileio import atomic_write_text
-from yolo_nano.core.images import read_image
+from yolo_nano.core.images import ImageReadError, read_image
 from yolo_nano.data.metrics import (
     METRICS,
     EvalResult,
@@ -58,13 +58,22 @@ def run_model(
     iou_threshold: float = 0.5,
     max_detections: int = 100,
     progress: bool = True,
+    postprocess: str = "auto",
+    paths: Optional[List[str]] = None,
 ) -> Tuple[Dict[str, ImageDetections], float]:
-    """Detections of ``backend`` on every image of ``data``; returns (image id -> detections, seconds)."""
+    """Detections of ``backend`` on every image of ``data``; returns (image id -> detections, seconds).
+    ``postprocess``: the Detector's ``auto``/``cpu``/``gpu``; ``paths``: gets the path that ran appended."""
     from yolo_nano.runtime import Detector
 
     detector = Detector(
-        backend, conf_threshold=conf_threshold, iou_threshold=iou_threshold, max_detections=max_detections
+        backend,
+        conf_threshold=conf_threshold,
+        iou_threshold=iou_threshold,
+        max_detections=max_detections,
+        postprocess=postprocess,
     )
+    if paths is not None:
+        paths.append(detector.postprocess_path)
     out: Dict[str, ImageDetections] = {}
     starts: Any = range(0, len(data.records), batch_size)
     if progress:
@@ -129,6 +138,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help="class names file for --detections (default: data's classes.txt or VOC's 20)",
     )
     p.add_argument("--backend", default="auto", choices=BACKENDS)
+    p.add_argument(
+        "--postprocess",
+        default="auto",
+        choices=("auto", "cpu", "gpu"),
+        help="letterbox/decode/NMS on the GPU (CUDA kernels, TensorRT engines) or in numpy (default auto)",
+    )
     p.add_argument("--conf", type=float, default=0.001, help="confidence threshold (default 0.001)")
     p.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold (default 0.5)")
     p.add_argument("--max-det", type=int, default=100, help="detections per image (default 100)")
@@ -176,9 +191,18 @@ def _evaluate(args: argparse.Namespace, backend: Optional[Backend]) -> Dict[str,
     if problems and not args.json:
         print(f"data problems (skipped or clipped):\n{problems}", file=sys.stderr)
     seconds = None
+    paths: List[str] = []
     if backend is not None:
         dets, seconds = run_model(
-            backend, data, args.batch, args.conf, args.iou, args.max_det, progress=not args.no_progress
+            backend,
+            data,
+            args.batch,
+            args.conf,
+            args.iou,
+            args.max_det,
+            progress=not args.no_progress,
+            postprocess=args.postprocess,
+            paths=paths,
         )
         if args.save_detections:
             _write_json(args.save_detections, detections_to_results(dets))
@@ -192,6 +216,7 @@ def _evaluate(args: argparse.Namespace, backend: Optional[Backend]) -> Dict[str,
             "split": args.split,
             "source": args.model or args.detections,
             "backend": getattr(backend, "name", None),
+            "postprocess": paths[0] if paths else None,
             "data_warnings": data.report.num_warnings,
         }
     )
@@ -202,7 +227,8 @@ def _evaluate(args: argparse.Namespace, backend: Optional[Backend]) -> Dict[str,
     else:
         print(format_table(res))
         where = f"{len(data.records)} images of {args.data}:{args.split}"
-        print(f"{out['source']} ({out['backend'] or 'saved detections'}) on {where}")
+        how = f"{out['backend']}, {out['postprocess']} post-processing" if backend else "saved detections"
+        print(f"{out['source']} ({how}) on {where}")
     return out
 
 
@@ -211,7 +237,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
         run(args)
-    except (EvalInputError, VOCError, ModelLoadError, BackendUnavailableError) as e:
+    except (EvalInputError, VOCError, ModelLoadError, BackendUnavailableError, ImageReadError) as e:
         print(f"nano-eval: error: {e}", file=sys.stderr)
         return 2
     except (ValueError, ImportError, RuntimeError) as e:

@@ -1,4 +1,5 @@
-"""yolo_nano.runtime: the Detector apps embed, on ONNX Runtime (or TensorRT), with numpy pre/post processing.
+"""yolo_nano.runtime: the Detector apps embed. On a GPU: TensorRT with letterbox, decode and NMS as CUDA
+kernels (only the detections come back); elsewhere ONNX Runtime with the numpy reference pipeline.
 
     from yolo_nano.runtime import Detector, default_model_path
     with Detector(default_model_path()) as det:   # or Detector("model.onnx"), Detector("model.engine")
@@ -12,7 +13,15 @@ live in ``yolo_nano.core.preprocess``/``postprocess`` (torch-free) and are re-ex
 from __future__ import annotations
 
 from yolo_nano.core.detections import Detection, Detections
-from yolo_nano.core.postprocess import batched_nms, box_iou, decode, nms, scale_boxes
+from yolo_nano.core.postprocess import (
+    DecodeStats,
+    PostprocessConfig,
+    batched_nms,
+    box_iou,
+    decode,
+    nms,
+    scale_boxes,
+)
 from yolo_nano.core.preprocess import (
     InvalidImageError,
     LetterboxInfo,
@@ -33,20 +42,26 @@ from .backends import (
 )
 from .default_model import DefaultModelError, default_model_path
 from .detector import Detector
+from .gpu_pipeline import GpuPipeline, GpuPipelineError, GpuPipelineUnavailable
 
 __all__ = [
     "Backend",
     "BackendClosedError",
     "BackendUnavailableError",
+    "DecodeStats",
     "DefaultModelError",
     "Detection",
     "Detections",
     "Detector",
     "DeviceIO",
+    "GpuPipeline",
+    "GpuPipelineError",
+    "GpuPipelineUnavailable",
     "InvalidImageError",
     "LetterboxInfo",
     "ModelLoadError",
     "OnnxRuntimeBackend",
+    "PostprocessConfig",
     "backends",
     "batched_nms",
     "box_iou",

@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
         "--backend", default="auto", choices=BACKEND_CHOICES, help="inference backend (default auto)"
     )
     p.add_argument(
+        "--postprocess",
+        default="auto",
+        choices=("auto", "cpu", "gpu"),
+        help="letterbox/decode/NMS as CUDA kernels (TensorRT engines) or in numpy (default auto)",
+    )
+    p.add_argument(
         "--threads", type=int, default=None, help="ONNX Runtime CPU threads (default: ORT's choice)"
     )
     p.add_argument(
@@ -252,6 +258,7 @@ def _run_source(args: argparse.Namespace, source: FrameSource) -> int:
         class_agnostic=args.agnostic,
         classes=classes,
         threads=args.threads,
+        postprocess=args.postprocess,
     )
     out = Path(args.out)
     if not args.no_save:
@@ -324,7 +331,7 @@ def _summary(stats: _Stats, wall: float, det: Any, out: Path, no_save: bool) -> 
     print(
         "per frame: "
         + ", ".join(f"{s} {per[s]:.2f} ms" for s in STAGES)
-        + f"; backend {det.backend.name}, model {det.metadata.arch} {det.input_size[1]}x{det.input_size[0]}"
+        + f"; backend {det.backend.name}, {det.postprocess_path} post-processing, model {det.metadata.arch} {det.input_size[1]}x{det.input_size[0]}"
     )
     print(f"results: {out / 'detections.jsonl'}" + ("" if no_save else f", annotated output in {out}"))
 
@@ -340,6 +347,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from .backends import BackendUnavailableError, ModelLoadError
     from .default_model import DefaultModelError
+    from .gpu_pipeline import GpuPipelineUnavailable
     from .sources import SourceError
 
     # Named errors are user mistakes (one line, exit 2); ValueError covers the Detector's option checks
@@ -351,6 +359,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         MetadataError,
         BackendUnavailableError,
         DefaultModelError,
+        GpuPipelineUnavailable,
         ValueError,
         OSError,
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import warnings
 from typing import Any, List, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
@@ -22,10 +23,11 @@ import numpy as np
 from yolo_nano.core.backend import Backend, BackendClosedError
 from yolo_nano.core.detections import Detections
 from yolo_nano.core.metadata import ModelMetadata
-from yolo_nano.core.postprocess import PostprocessConfig, detections_from_heads
+from yolo_nano.core.postprocess import DecodeStats, PostprocessConfig, detections_from_heads
 from yolo_nano.core.preprocess import InvalidImageError, LetterboxInfo, preprocess
 
 from .backends import BACKEND_CHOICES, open_backend
+from .gpu_pipeline import GpuPipeline, select_pipeline
 
 
 class Detector:
@@ -40,6 +42,11 @@ class Detector:
     probability, in [0, 1]); ``iou_threshold``: NMS drops boxes with IoU above it; ``max_detections``:
     at most this many per image (highest scores); ``class_agnostic``: NMS across classes;
     ``classes``: keep only these class ids or names (None: all).
+
+    ``postprocess``: where letterbox, decode and NMS run. ``"auto"``: on the GPU (CUDA kernels around the
+    engine's own buffers, only the detections come back) for a TensorRT engine when the kernels can run
+    here, else numpy; ``"gpu"``: the CUDA pipeline or a clear error; ``"cpu"``: numpy.
+    :attr:`postprocess_path` says which one runs. Both give the same detections.
 
     A list of images runs in chunks: the model's fixed batch size (a short last chunk padded with blank
     images), or up to the backend's ``max_batch`` and at most :attr:`max_dynamic_batch` (32) images at
@@ -64,6 +71,7 @@ class Detector:
         class_agnostic: bool = False,
         classes: Optional[Sequence[Union[int, str]]] = None,
         threads: Optional[int] = None,
+        postprocess: str = "auto",
     ) -> None:
         if not 0.0 <= float(conf_threshold) <= 1.0:
             raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
@@ -85,8 +93,13 @@ class Detector:
             raise TypeError(
                 f"model must be a path to .onnx/.engine/.safetensors or a Backend, got {type(model).__name__}"
             )
+        self._gpu: Optional[GpuPipeline] = None
+        self._stats_lock = threading.Lock()
+        self.nonfinite_outputs = 0
+        self._warned_nonfinite = False
         try:
             self._configure(conf_threshold, iou_threshold, max_detections, class_agnostic, classes)
+            self._gpu = select_pipeline(self.backend, self.config, postprocess)
         except BaseException:
             self.close()  # do not keep a backend we opened when the arguments are bad
             raise
@@ -123,6 +136,18 @@ class Detector:
         return np.array(sorted(set(ids)), dtype=np.int64)
 
     @property
+    def config(self) -> PostprocessConfig:
+        """The post-processing settings as they are now (the thresholds are plain attributes)."""
+        return PostprocessConfig(
+            self.conf_threshold, self.iou_threshold, self.max_detections, self.class_agnostic, self.classes
+        )
+
+    @property
+    def postprocess_path(self) -> str:
+        """``"gpu"`` when the CUDA pipeline runs pre- and post-processing, ``"cpu"`` for numpy."""
+        return "gpu" if self._gpu is not None else "cpu"
+
+    @property
     def class_names(self) -> Tuple[str, ...]:
         return self.metadata.class_names
 
@@ -135,7 +160,8 @@ class Detector:
         h, w = self.input_size
         return (
             f"Detector({self.metadata.arch}, {w}x{h}, {self.metadata.num_classes} classes, "
-            f"backend={self.backend.name}, conf={self.conf_threshold}, iou={self.iou_threshold})"
+            f"backend={self.backend.name}, postprocess={self.postprocess_path}, conf={self.conf_threshold}, "
+            f"iou={self.iou_threshold})"
         )
 
     @overload
@@ -162,11 +188,31 @@ class Detector:
             raise BackendClosedError(f"{self!r} is closed")
         if len(images) == 0:
             return []
-        chunk = self.chunk_size(len(images))
-        results: List[Detections] = []
-        for start in range(0, len(images), chunk):
-            results.extend(self._run_chunk(images[start : start + chunk]))
+        stats = DecodeStats()
+        if self._gpu is not None:  # chunks, pads and times on its own
+            results = self._gpu.detect(images, self.config, stats=stats)
+        else:
+            chunk = self.chunk_size(len(images))
+            results = []
+            for start in range(0, len(images), chunk):
+                results.extend(self._run_chunk(images[start : start + chunk], stats))
+        if stats.nonfinite:
+            self._count_nonfinite(stats.nonfinite)
         return results
+
+    def _count_nonfinite(self, count: int) -> None:
+        """Add to :attr:`nonfinite_outputs` and warn once per Detector: NaN/inf heads mean overflow."""
+        with self._stats_lock:
+            self.nonfinite_outputs += count
+            first = not self._warned_nonfinite
+            self._warned_nonfinite = True
+        if first:
+            warnings.warn(
+                f"{count} non-finite outputs (NaN or inf) were dropped: the engine may overflow in FP16/INT8 "
+                "(rebuild it in FP32 or recalibrate to check)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def chunk_size(self, num_images: int) -> int:
         """Images per backend call for a list of ``num_images``: the fixed batch size of a fixed-batch
@@ -177,7 +223,7 @@ class Detector:
         limit = min(int(self.backend.max_batch or self.max_dynamic_batch), self.max_dynamic_batch)
         return max(1, min(num_images, limit))
 
-    def _run_chunk(self, images: Sequence[Any]) -> List[Detections]:
+    def _run_chunk(self, images: Sequence[Any], stats: Optional[DecodeStats] = None) -> List[Detections]:
         """One backend call: preprocess -> infer -> postprocess for at most :meth:`chunk_size` images
         (the step a device-side pipeline replaces). Pads a short chunk for a fixed-batch model."""
         meta = self.metadata
@@ -192,7 +238,7 @@ class Detector:
         t2 = time.perf_counter()
         if fixed and n < fixed:
             outputs = [o[:n] for o in outputs]
-        dets = self.postprocess(outputs, infos)
+        dets = detections_from_heads(outputs, infos, self.metadata, self.config, stats=stats)
         t3 = time.perf_counter()
         share = {
             "preprocess": (t1 - t0) * 1e3 / n,
@@ -204,11 +250,9 @@ class Detector:
         return dets
 
     def postprocess(self, outputs: Sequence[np.ndarray], infos: Sequence[LetterboxInfo]) -> List[Detections]:
-        """Raw heads (N, A*(5+C), S, S) of N images + their letterbox infos -> one :class:`Detections` each."""
-        config = PostprocessConfig(
-            self.conf_threshold, self.iou_threshold, self.max_detections, self.class_agnostic, self.classes
-        )
-        return detections_from_heads(outputs, infos, self.metadata, config)
+        """Raw heads (N, A*(5+C), S, S) of N images + their letterbox infos -> one :class:`Detections` each
+        (the numpy reference post-process, whichever path :meth:`__call__` runs)."""
+        return detections_from_heads(outputs, infos, self.metadata, self.config)
 
     @property
     def closed(self) -> bool:
@@ -220,6 +264,8 @@ class Detector:
             if self._closed:
                 return
             self._closed = True
+        if self._gpu is not None:  # its buffers live in the backend's CUDA context: free them first
+            self._gpu.close()
         if self._owns_backend:
             self.backend.close()
 

@@ -586,12 +586,14 @@ def select_pipeline(
             return None
         return GpuPipeline(backend, config, **kwargs)
     except (
-        GpuPipelineUnavailable,
-        RuntimeError,
-        ValueError,
-    ) as e:  # device_io() refusing: e.g. an fp16 input
+        Exception
+    ) as e:  # auto: whatever stops the pipeline starting (driver, compiler) falls back to numpy
         if postprocess == "gpu":
-            raise
+            if isinstance(e, GpuPipelineUnavailable):
+                raise
+            raise GpuPipelineUnavailable(
+                f"the CUDA pipeline cannot start ({type(e).__name__}: {e}); {FALLBACK_HINT}"
+            ) from e
         warnings.warn(f"CUDA post-processing unavailable, using numpy: {e}", RuntimeWarning, stacklevel=2)
         return None
 
