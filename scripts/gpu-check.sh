@@ -10,7 +10,8 @@
 #   scripts/gpu-check.sh [--dry-run] [OUT_DIR]      (default OUT_DIR: build/gpu-check)
 #
 # Writes OUT_DIR/kernels.{txt,json}, OUT_DIR/nms.{txt,json}, OUT_DIR/gpu.txt and OUT_DIR/benchmarks.md
-# (rows to paste into docs/benchmarks.md). Exit 0 when every kernel agrees with numpy, 1 when one does
+# (rows to paste into docs/benchmarks.md), then runs scripts/gpu-check-trt.py (TensorRT engines through
+# the Detector: OUT_DIR/trt.{txt,json}) where TensorRT is importable. Exit 0 when every kernel agrees with numpy, 1 when one does
 # not, 2 when it cannot run here (no GPU, no CUDA compiler, no numpy/OpenCV). --dry-run checks the
 # Python side imports and lists the compilers found, without a GPU.
 # Compilers: the CUDA toolkit's NVRTC or nvcc (CUDA_HOME, /usr/local/cuda, PATH), or the PyPI
@@ -105,4 +106,9 @@ lines += ["", "checks: " + ", ".join(f"{c['kernel']} {'ok' if c['ok'] else 'FAIL
 open(os.path.join(out, "benchmarks.md"), "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 EOF
+
+# TensorRT engines (FP32/FP16/INT8, DLA where present) through the Detector, where TensorRT is importable;
+# elsewhere it prints one SKIPPED line and exits 0.
+TRT_SCRIPT=$PWD/scripts/gpu-check-trt.py
+py "$TRT_SCRIPT" "$OUT" || status=1
 exit "$status"
