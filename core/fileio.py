@@ -16,6 +16,7 @@ and are named ``.<name>.<random>.tmp<suffix>`` beside the target, so a crash lea
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -62,6 +63,11 @@ FILE_MODE = 0o666 & ~_read_umask()
 def _temp_beside(path: str, suffix: str = "") -> Tuple[int, str]:
     """An open ``(fd, temp path)`` in ``path``'s folder (created if missing), with the usual permissions."""
     folder = os.path.dirname(os.path.abspath(path))
+    parent = folder
+    while parent and not os.path.exists(parent):  # a file in the way: say so, not "File exists"
+        parent = os.path.dirname(parent) if os.path.dirname(parent) != parent else ""
+    if parent and not os.path.isdir(parent):
+        raise NotADirectoryError(errno.ENOTDIR, "a file is in the way of the output folder", parent)
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp" + suffix, dir=folder)
     try:

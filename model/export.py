@@ -218,6 +218,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         )
     except (WeightsError, ValueError) as e:
         return fail(str(e))
+    except OSError as e:  # -o below a file, in a read-only or missing folder: nothing was written
+        where = e.filename or args.output
+        return fail(f"cannot write {args.output} ({e.strerror or e}: {where}); choose a writable -o path")
     line = f"wrote {args.output}: {meta.arch} {meta.input_size[0]}x{meta.input_size[1]}, {meta.num_classes} classes, batch {meta.batch}, opset {meta.opset}"
     if not args.no_verify:
         diff = onnx_parity(model, args.output, batch=2 if args.batch == "dynamic" else args.batch)
