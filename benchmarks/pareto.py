@@ -3,8 +3,10 @@
 One panel per kind of run in the records: flat out (J/frame against achieved FPS: right and down is
 better) and paced at each rate (J/frame against p99 latency from frame arrival: left and down is
 better; at a fixed camera rate achieved FPS is the pace for every point that keeps up). Where a panel's
-records have no energy (a host without RAPL), it plots achieved FPS against p99 latency instead and says
-so. Every point is labelled; the front (the points no other point beats on both axes) is drawn as a line.
+records have no energy (a host without RAPL), it says so and plots what the choice then decides on:
+flat out, achieved FPS against p99 latency; paced, the late + dropped share of frames offered against
+p99 (achieved FPS of the points that keep up differs only by timer noise there, which would make a
+noise front). Every point is labelled; the front (the points no other point beats on both axes) is drawn as a line.
 """
 
 from __future__ import annotations
@@ -74,8 +76,9 @@ class Panel:
 
 AXIS_LABELS = {
     "fps_e2e": "achieved FPS (end to end)",
-    "latency_ms_p99": "p99 latency from frame arrival (ms)",
+    "latency_ms_p99": "p99 latency (ms; paced: from frame arrival)",
     "energy_j_per_frame": "energy per frame (J, idle included when paced)",
+    "late_share": "late + dropped share of frames offered",
 }
 
 
@@ -92,9 +95,12 @@ def panels(records: Sequence[Dict[str, Any]]) -> List[Panel]:
         if with_energy:
             x_key, min_x = ("fps_e2e", False) if pace is None else ("latency_ms_p99", True)
             y_key, min_y, title = "energy_j_per_frame", True, f"{what}: energy per frame"
-        else:
+        elif pace is None:
             x_key, min_x, y_key, min_y = "latency_ms_p99", True, "fps_e2e", False
             title = f"{what}: energy not measured, FPS against p99"
+        else:
+            x_key, min_x, y_key, min_y = "latency_ms_p99", True, "late_share", True
+            title = f"{what}: energy not measured, late + dropped share against p99"
         keep = [r for r in rs if _num(r, x_key) is not None and _num(r, y_key) is not None]
         out.append(Panel(title, x_key, y_key, min_x, min_y, keep, len(rs) - len(keep)))
     return out

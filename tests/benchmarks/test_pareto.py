@@ -83,6 +83,18 @@ def test_without_energy_it_plots_fps_against_latency():
     assert [panel.records[i]["fps_e2e"] for i in panel.front()] == [52.0]
 
 
+def test_paced_without_energy_plots_the_late_share_not_timer_noise():
+    """Paced points that keep up all reach the pace; their FPS differ in the 5th digit only. The panel
+    ranks them by the late + dropped share instead, so the fastest-latency point alone is the front."""
+    recs = [{"model": "nano.onnx", "precision": p, "threads": 1, "batch": 1, "pace_fps": 5.0, "fps_e2e": f,
+             "latency_ms_p99": p99, "late_share": late, "energy_j_per_frame": None}
+            for p, f, p99, late in [("fp32", 5.00002, 160.0, 0.0), ("int8-qdq", 4.99998, 68.0, 0.0),
+                                    ("fp32", 4.9, 170.0, 0.04)]]  # fmt: skip
+    (panel,) = panels(recs)
+    assert "late + dropped share" in panel.title and panel.y_key == "late_share" and panel.minimize_y
+    assert [panel.records[i]["precision"] for i in panel.front()] == ["int8-qdq"]
+
+
 @pytest.mark.parametrize("which", ["sweep", "empty"])
 def test_png_is_written_atomically(tmp_path, which):
     path = str(tmp_path / "out" / "pareto.png")

@@ -65,6 +65,7 @@ def test_auto_takes_the_gpu_path_and_equals_numpy_over_the_val_set(launcher, dem
         np.testing.assert_array_equal(g.class_ids[gs], w.class_ids[ws])
         np.testing.assert_allclose(g.scores[gs], w.scores[ws], rtol=0, atol=0.02)
         np.testing.assert_allclose(g.boxes[gs], w.boxes[ws], rtol=0, atol=2.0)
+
     def map_of(dets):
         pred = {r.image_id: (d.boxes, d.scores, d.class_ids) for r, d in zip(data.records, dets)}
         return voc_evaluate(data.records, pred, data.class_names).map
