@@ -6,6 +6,7 @@ the CPU that will run the model (:data:`INT8_SCHEMES`, :data:`SCHEME_FOR_CPU`). 
 
 from __future__ import annotations
 
+import importlib
 import platform
 from typing import Dict, FrozenSet, Iterable, List, Optional, Set
 
@@ -14,8 +15,10 @@ from typing import Dict, FrozenSet, Iterable, List, Optional, Set
 #: ``u8s8-reduce-range``: int8 weights in [-64, 64] (7 bits), same fast kernel. ``u8u8``: uint8 weights
 #: (zero point 128), a slower 16-bit x86 kernel. Why the choice depends on the CPU: ONNX Runtime's u8s8
 #: kernel on AVX2 and on AVX-512 without VNNI multiplies with VPMADDUBSW, which adds each pair of
-#: uint8 x int8 products in int16 and saturates (255*127*2 = 64770 > 32767); VNNI (VPDPBUSD), AMX,
-#: ARM and pre-AVX2 x86 kernels accumulate in 32 bits and are exact. 7-bit weights cannot overflow
+#: uint8 x int8 products in int16 and saturates (255*127*2 = 64770 > 32767). VNNI (VPDPBUSD), AMX and
+#: pre-AVX2 x86 kernels accumulate in 32 bits; ARM ones use SDOT/UDOT, or (without the dot product,
+#: e.g. Xavier's Carmel) add two int16 products of (uint8 - 128) x int8, which cannot overflow with the
+#: symmetric [-127, 127] weights written here (128*127*2 = 32512). 7-bit weights cannot overflow
 #: (255*64*2 = 32640) and u8u8 widens to 16 bits first, so both are exact everywhere.
 INT8_SCHEMES = ("u8s8", "u8s8-reduce-range", "u8u8")
 AUTO_SCHEME = "auto"
@@ -24,7 +27,7 @@ CPU_CLASSES: Dict[str, str] = {
     "x86-vnni": "x86-64 with AVX-512 VNNI, AVX-VNNI or AMX-INT8 (u8s8 accumulates in 32 bits)",
     "x86-avx2": "x86-64 with AVX2 or AVX-512 but no VNNI (u8s8 saturates in VPMADDUBSW)",
     "x86-sse": "x86-64 without AVX2 (u8s8 widened to 16 bits: exact)",
-    "arm": "ARM, e.g. the Jetson's CPU (NEON/dot-product kernels: exact)",
+    "arm": "ARM, e.g. the Jetson's CPU (dot-product or 16-bit NEON kernels: exact)",
     "other": "another architecture (ONNX Runtime's portable kernels: exact)",
 }
 #: What ``auto`` picks per class: full-range u8s8 wherever it is exact (most accurate and fastest);
@@ -77,14 +80,13 @@ def describe_scheme(scheme: str) -> str:
 
 
 def _numpy_cpu_flags() -> Optional[Set[str]]:
-    try:  # numpy 2
-        from numpy._core._multiarray_umath import __cpu_features__ as features
-    except ImportError:
-        try:  # numpy 1.20+
-            from numpy.core._multiarray_umath import __cpu_features__ as features
-        except ImportError:
-            return None
-    return {ours for theirs, ours in _NUMPY_FLAGS.items() if features.get(theirs)}
+    for module in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):  # numpy 2, 1.20+
+        try:
+            features = importlib.import_module(module).__cpu_features__
+        except (ImportError, AttributeError):
+            continue
+        return {ours for theirs, ours in _NUMPY_FLAGS.items() if features.get(theirs)}
+    return None
 
 
 def _proc_cpuinfo_flags(path: Optional[str] = None) -> Optional[Set[str]]:

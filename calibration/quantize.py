@@ -48,8 +48,8 @@ QUANT_ALGORITHMS: Dict[str, str] = {"minmax": "MinMax", "entropy": "Entropy", "p
 DEFAULT_QUANT_ALGORITHM = "percentile"
 QDQ_OP_TYPES = ("QuantizeLinear", "DequantizeLinear")
 #: Who runs the Q/DQ model. ``cpu``: uint8 asymmetric activations, which ONNX Runtime fuses with the
-#: ReLU6/Clip after each convolution into QLinearConv (measured 1.7x faster than FP32 on x86; symmetric
-#: int8 activations cannot absorb the Clip and ran 0.7x). ``tensorrt``: int8 symmetric activations
+#: ReLU6/Clip after each convolution into QLinearConv (measured 1.5-2x faster than FP32 on x86, see
+#: docs/benchmarks/int8.md; symmetric int8 activations cannot absorb the Clip: 0.7-1.0x). ``tensorrt``: int8 symmetric activations
 #: (zero point 0), the only explicit quantization TensorRT 8.5/10 accepts.
 TARGETS = ("cpu", "tensorrt")
 DEFAULT_TARGET = "cpu"
@@ -69,6 +69,30 @@ _WEIGHT_TYPES: Dict[Optional[str], str] = {
     "u8s8-reduce-range": "int8-symmetric-7bit",
     "u8u8": "uint8-symmetric",
 }
+
+
+def _check_weights_follow_scheme(model: Any, scheme: str, per_channel: bool) -> None:
+    """Raise :class:`QuantizeError` unless the quantized convolution weights have the scheme's type and
+    range: some ONNX Runtime versions (1.19) write per-channel weights as int8 whatever type was asked."""
+    import onnx
+    from onnxruntime import __version__ as ort_version
+
+    want = np.uint8 if scheme == "u8u8" else np.int8
+    reach = 64 if scheme == "u8s8-reduce-range" else 128
+    inits = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        weight = inits.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if weight is None or len(weight.dims) != 4:
+            continue
+        values = onnx.numpy_helper.to_array(weight)
+        zero = 128 if values.dtype == np.uint8 else 0
+        if values.dtype != want or np.abs(values.astype(np.int32) - zero).max() > reach:
+            hint = " or --per-tensor" if per_channel and scheme == "u8u8" else ""
+            raise QuantizeError(
+                f"ONNX Runtime {ort_version}'s quantizer wrote {values.dtype} weights in "
+                f"[{values.min()}, {values.max()}] for {node.input[0]}, not {scheme}: use another "
+                f"--int8-scheme{hint}, or a newer onnxruntime"
+            )
 
 
 def resolve_int8_scheme(requested: str = AUTO_SCHEME, cpu: Optional[str] = None) -> str:
@@ -287,7 +311,7 @@ def quantize_qdq(
     scheme = resolve_int8_scheme(int8_scheme, quantized_on) if target == "cpu" else None
     if scheme in saturating_schemes(quantized_on):
         warnings.warn(
-            f"{scheme} saturates in ONNX Runtime on this CPU ({quantized_on}: {CPU_CLASSES[quantized_on]}): "
+            f"{scheme} saturates in ONNX Runtime on this CPU ({quantized_on}, {CPU_CLASSES[quantized_on].split(' (')[0]}): "
             "the model is for another machine; to run it here use --int8-scheme auto",
             SaturatingSchemeWarning,
             stacklevel=2,
@@ -343,6 +367,8 @@ def quantize_qdq(
             quantized = _fold_removable_ops(quantized, os.path.join(tmp, "folded.onnx"))
         qmodel = onnx.load(quantized)
         qmodel.ir_version = min(qmodel.ir_version, model.ir_version)  # loadable where the FP32 model is
+    if scheme is not None:
+        _check_weights_follow_scheme(qmodel, scheme, per_channel)
     extra_meta = dict(meta.extra)
     extra_meta["quantization"] = {
         "format": "QDQ",
