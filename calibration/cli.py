@@ -162,6 +162,11 @@ def quantize_main(argv: Optional[List[str]] = None) -> int:
         )
     except (QuantizeError, MetadataError, CalibrationDataError) as e:
         return fail("nano-quantize", str(e))
+    except OSError as e:  # -o below a file, in a read-only folder: nothing was written
+        return fail(
+            "nano-quantize",
+            f"cannot write {output} ({e.strerror or e}: {e.filename or output}); choose a writable -o path",
+        )
     print(
         f"wrote {result.output_path}: {result.size_bytes / 1e6:.2f} MB, Q/DQ INT8 for {result.target} ({result.algorithm}, "
         f"{result.num_images} calibration images), float heads: {', '.join(result.float_nodes)}"

@@ -105,3 +105,13 @@ def test_quantize_cli_bad_inputs(tmp_path, tiny_onnx_path):
         assert r.returncode == 2, (args, r.stderr)
         assert words in r.stderr and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_quantize_cli_unwritable_output_is_one_line(tmp_path, tiny_onnx_path, calib_dir):
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    r = run("nano-quantize", tiny_onnx_path, "--calib-images", calib_dir, "--max-images", "2", "--no-progress",
+            "-o", blocker / "q.onnx")  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "cannot write" in r.stderr and "Traceback" not in r.stderr
+    assert blocker.read_text() == "not a folder"
