@@ -323,9 +323,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     for k in names_int8:
         line = f"{k:24s}"
         if "speedup" in res:
-            line += f" {res['latency_ms'][k]:6.1f} ms vs FP32 {res['latency_ms']['fp32']:.1f} ms: {res['speedup'][k]:.2f}x by median, {res['speedup_by_min'][k]:.2f}x by min;"
+            lat = res["latency_ms"]
+            line += f" {lat[k]:6.1f} ms vs FP32 {lat['fp32']:.1f} ms: {res['speedup'][k]:.2f}x by median,"
+            line += f" {res['speedup_by_min'][k]:.2f}x by min;"
         if "map50_delta_points" in res:
-            line += f" mAP@0.5 {res['map50_voc07'][k]:.2f} vs {res['map50_voc07']['fp32']:.2f} ({res['map50_delta_points'][k]:+.2f} points);"
+            maps = res["map50_voc07"]
+            line += (
+                f" mAP@0.5 {maps[k]:.2f} vs {maps['fp32']:.2f} ({res['map50_delta_points'][k]:+.2f} points);"
+            )
         print(line + f" {res['size_mb'][k]:.2f} MB (paper {PAPER_MB} MB)")
     if auto in names_int8:
         goals = []

@@ -100,7 +100,7 @@ def quantize_main(argv: Optional[List[str]] = None) -> int:
 
     p = argparse.ArgumentParser(
         prog="nano-quantize",
-        description="Q/DQ INT8 quantization with ONNX Runtime's static quantizer (per-channel int8 weights, "
+        description="Q/DQ INT8 quantization with ONNX Runtime's static quantizer (per-channel 8-bit weights, "
         "8-bit activations, head convolutions in float). --target cpu (default): fast in ONNX Runtime. "
         "--target tensorrt: symmetric int8 that `nano-build MODEL --precision int8` builds with no calibrator.",
     )

@@ -1,6 +1,6 @@
 """Explicit (Q/DQ) INT8 quantization with ONNX Runtime's static quantizer, fed by the one batcher.
 
-The output is a QDQ-format ONNX model: int8 per-channel symmetric weights, 8-bit activations, the head
+The output is a QDQ-format ONNX model: per-channel symmetric 8-bit weights, 8-bit activations, the head
 convolutions (the nodes producing the graph outputs) kept in float so box offsets and logits are never
 rounded to 8 bits, and the ``yolo_nano`` metadata copied over. Two targets, because ONNX Runtime's CPU
 kernels and TensorRT want different activations (see :data:`TARGETS`):
@@ -11,7 +11,7 @@ kernels and TensorRT want different activations (see :data:`TARGETS`):
   model made on a VNNI machine for an AVX2-only one needs ``int8_scheme="u8s8-reduce-range"``.
 * ``tensorrt``: int8 symmetric activations (zero point 0), the explicit quantization TensorRT 8.5 and
   10.x accept: ``nano-build model.int8.onnx --precision int8`` needs no calibrator. It also runs in ONNX
-  Runtime, but slower than FP32 there.
+  Runtime, but no faster than FP32 there.
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ DEFAULT_QUANT_ALGORITHM = "percentile"
 QDQ_OP_TYPES = ("QuantizeLinear", "DequantizeLinear")
 #: Who runs the Q/DQ model. ``cpu``: uint8 asymmetric activations, which ONNX Runtime fuses with the
 #: ReLU6/Clip after each convolution into QLinearConv (measured 1.5-2x faster than FP32 on x86, see
-#: docs/benchmarks/int8.md; symmetric int8 activations cannot absorb the Clip: 0.7-1.0x). ``tensorrt``: int8 symmetric activations
-#: (zero point 0), the only explicit quantization TensorRT 8.5/10 accepts.
+#: docs/benchmarks/int8.md; symmetric int8 activations cannot absorb the Clip: 0.7-1.0x).
+#: ``tensorrt``: int8 symmetric activations (zero point 0), the only explicit quantization TensorRT
+#: 8.5/10 accepts.
 TARGETS = ("cpu", "tensorrt")
 DEFAULT_TARGET = "cpu"
 
@@ -311,8 +312,8 @@ def quantize_qdq(
     scheme = resolve_int8_scheme(int8_scheme, quantized_on) if target == "cpu" else None
     if scheme in saturating_schemes(quantized_on):
         warnings.warn(
-            f"{scheme} saturates in ONNX Runtime on this CPU ({quantized_on}, {CPU_CLASSES[quantized_on].split(' (')[0]}): "
-            "the model is for another machine; to run it here use --int8-scheme auto",
+            f"{scheme} saturates in ONNX Runtime on this CPU ({quantized_on}, AVX2 without VNNI): the "
+            "model is for another machine; to run it here use --int8-scheme auto",
             SaturatingSchemeWarning,
             stacklevel=2,
         )

@@ -183,7 +183,7 @@ def _weights_and_zero_points(model):
 
 def test_scheme_sets_weight_type_and_metadata(quantized_with):
     full, seven_bit, unsigned = (quantized_with(s) for s in INT8_SCHEMES)
-    # (dtype, zero point, largest |q - zero point|): 7 bits reach 64; ORT's symmetric uint8 reaches 0 = 128 - 128
+    # (dtype, zero point, largest |q - zero point|): 7 bits reach 64; symmetric uint8 reaches 0 = 128 - 128
     for r, dtype, zero, reach in (
         (full, np.int8, 0, 127),
         (seven_bit, np.int8, 0, 64),
