@@ -8,28 +8,16 @@ Everything here imports without TensorRT or CUDA. The GPU is queried through the
 from __future__ import annotations
 
 import ctypes
-import os
-import re
-import subprocess
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
+
+from yolo_nano.core.l4t import L4T_TO_JETPACK as L4T_TO_JETPACK  # the one L4T parser; re-exported
+from yolo_nano.core.l4t import jetson_release as jetson_release
+from yolo_nano.core.l4t import parse_nv_tegra_release as parse_nv_tegra_release
 
 from .cuda_context import PrimaryContext as PrimaryContext  # moved there; re-exported for callers
 from .trt_versions import TensorRTUnavailable as TensorRTUnavailable  # defined there; re-exported
 from .trt_versions import check_version, tensorrt_path
-
-#: JetPack release for an L4T release, for boards where the nvidia-jetpack package is not installed.
-L4T_TO_JETPACK = {
-    "35.1.0": "5.0.2",
-    "35.2.1": "5.1",
-    "35.3.1": "5.1.1",
-    "35.4.1": "5.1.2",
-    "35.5.0": "5.1.3",
-    "35.6.0": "5.1.4",
-    "36.3.0": "6.0",
-    "36.4.0": "6.1",
-    "36.4.3": "6.2",
-}
 
 TENSORRT_REQUIRED = (
     "TensorRT is required for this (on a Jetson it ships with JetPack: `sudo apt install python3-libnvinfer`; "
@@ -116,47 +104,6 @@ def query_gpu(device: int = 0) -> GpuInfo:
         integrated=bool(attr(_CU_ATTR_INTEGRATED)),
         can_map_host_memory=bool(attr(_CU_ATTR_CAN_MAP_HOST_MEMORY)),
     )
-
-
-_TEGRA_RE = re.compile(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([0-9.]+)")
-
-
-def parse_nv_tegra_release(text: str) -> Optional[str]:
-    """L4T release ``"35.3.1"`` from the text of ``/etc/nv_tegra_release`` (None when not recognised)."""
-    m = _TEGRA_RE.search(text)
-    if not m:
-        return None
-    revision = m.group(2).strip(".")
-    parts = revision.split(".")
-    if len(parts) == 1:
-        parts.append("0")
-    return ".".join([m.group(1)] + parts[:2])
-
-
-def jetson_release(root: str = "/") -> Tuple[Optional[str], Optional[str]]:
-    """``(l4t, jetpack)`` of this board, ``(None, None)`` off a Jetson.
-
-    JetPack comes from the ``nvidia-jetpack`` package when installed, else from :data:`L4T_TO_JETPACK`.
-    """
-    try:
-        with open(os.path.join(root, "etc", "nv_tegra_release"), encoding="utf-8", errors="replace") as f:
-            l4t = parse_nv_tegra_release(f.read())
-    except OSError:
-        return None, None
-    jetpack = None
-    if root == "/":
-        try:
-            out = subprocess.run(
-                ["dpkg-query", "--showformat=${Version}", "--show", "nvidia-jetpack"],
-                capture_output=True, text=True, timeout=10, check=False,
-            )  # fmt: skip
-            if out.returncode == 0 and out.stdout.strip():
-                jetpack = out.stdout.strip().split("-")[0]
-        except (OSError, subprocess.SubprocessError):
-            pass
-    if jetpack is None and l4t is not None:
-        jetpack = L4T_TO_JETPACK.get(l4t)
-    return l4t, jetpack
 
 
 @dataclass(frozen=True)
