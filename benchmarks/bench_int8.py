@@ -157,7 +157,7 @@ def quantized_models(args: argparse.Namespace, work: str, res: Dict[str, Any]) -
             raise SystemExit(f"bench_int8: error: --models {args.models} lacks {', '.join(missing)}")
         res["model"] = f"reused from {args.models}"
         return models
-    from yolo_nano.calibration.quantize import quantize_qdq
+    from yolo_nano.calibration.quantize import QuantizeError, quantize_qdq
     from yolo_nano.core.metadata import read_onnx_metadata
 
     src, source = fp32_model(args, work)
@@ -170,10 +170,15 @@ def quantized_models(args: argparse.Namespace, work: str, res: Dict[str, Any]) -
         log(f"quantizing: {variant} ({args.algo}, up to {args.calib} images)")
         tq = time.time()
         target, scheme = ("tensorrt", "auto") if variant == "tensorrt" else ("cpu", variant)
-        r = quantize_qdq(
-            src, calib_list, out, algorithm=args.algo, target=target, int8_scheme=scheme,
-            max_images=args.calib, progress=False,
-        )  # fmt: skip
+        try:
+            r = quantize_qdq(
+                src, calib_list, out, algorithm=args.algo, target=target, int8_scheme=scheme,
+                max_images=args.calib, progress=False,
+            )  # fmt: skip
+        except QuantizeError as e:  # e.g. per-channel u8u8 on an onnxruntime that cannot write it
+            log(f"skipped {variant}: {e}")
+            res.setdefault("skipped_variants", {})[variant] = str(e)
+            continue
         quant_s[variant] = round(time.time() - tq, 1)
         models[f"int8-{variant}"] = out
         res["calibration_images"] = r.num_images
