@@ -159,11 +159,14 @@ def measure_model(
         e2e_step()
 
     # engine only: the same preprocessed batch again and again
-    imgs = [source.next() for _ in range(batch)]
+    # (one backend call takes what the Detector would give it: a fixed-batch engine its batch, a dynamic
+    # one at most its max_batch)
+    per_call = int(backend.batch_size or min(batch, backend.max_batch or batch))
+    imgs = [source.next() for _ in range(per_call)]
     x, _ = preprocess(imgs, meta)
     infer(x)
     el_engine, n_engine, lat_engine, tr_engine = timed_loop(
-        lambda: (infer(x), batch)[1], duration_s, f"{label} engine", monitor
+        lambda: (infer(x), per_call)[1], duration_s, f"{label} engine", monitor
     )
     clocks_engine = monitor.side_samples
 
