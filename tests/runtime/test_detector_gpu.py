@@ -16,29 +16,11 @@ from testsupport.emulated_device import emulated_device_backend
 from yolo_nano.core.postprocess import PostprocessConfig
 from yolo_nano.data.metrics import voc_evaluate
 from yolo_nano.data.voc import load_split
-from yolo_nano.runtime import DefaultModelError, Detector, default_model_path
+from yolo_nano.runtime import Detector, default_model_path
 from yolo_nano.runtime.gpu_pipeline import GpuPipelineUnavailable
 from yolo_nano.runtime.kernel_check import DeviceBuffersBackend, special_heads, synthetic_metadata
-from yolo_nano.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
 kernel_emu = pytest.importorskip("yolo_nano.runtime.kernel_emu")
-
-
-@pytest.fixture(scope="module")
-def launcher():
-    try:
-        return kernel_emu.EmulatedLauncher()
-    except kernel_emu.EmulationUnavailable as e:
-        pytest.skip(str(e))
-
-
-@pytest.fixture(scope="module")
-def demo_ort():
-    try:
-        path = default_model_path()
-    except DefaultModelError as e:  # not cached and no PyTorch to export it (the Python 3.8 suite)
-        pytest.skip(str(e))
-    return OnnxRuntimeBackend(path, device="cpu")
 
 
 def test_host_backend_runs_numpy_and_gpu_is_refused_with_the_fallback(square_model):

@@ -34,18 +34,9 @@ from yolo_nano.runtime.kernel_check import (
 from yolo_nano.runtime.kernel_launch import LaunchError
 
 pytest.importorskip("yolo_nano.runtime.kernel_emu")
-from yolo_nano.runtime.kernel_emu import EmulatedLauncher, EmulationUnavailable  # noqa: E402
 
 META = synthetic_metadata()
 UNLIMITED = 3 * 10647
-
-
-@pytest.fixture(scope="module")
-def launcher():
-    try:
-        return EmulatedLauncher()
-    except EmulationUnavailable as e:
-        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from yolo_nano.core.postprocess import DecodeStats, PostprocessConfig, detection
 from yolo_nano.core.preprocess import InvalidImageError, LetterboxInfo, letterbox_params, preprocess
 from yolo_nano.data.metrics import voc_evaluate
 from yolo_nano.data.voc import load_split
-from yolo_nano.runtime import DefaultModelError, Detector, default_model_path
+from yolo_nano.runtime import Detector
 from yolo_nano.runtime.gpu_pipeline import STAGES, GpuPipeline, GpuPipelineError, GpuPipelineUnavailable
 from yolo_nano.runtime.kernel_build import KernelBuildError
 from yolo_nano.runtime.kernel_check import (
@@ -29,23 +29,6 @@ from yolo_nano.runtime.kernel_check import (
 from yolo_nano.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
 kernel_emu = pytest.importorskip("yolo_nano.runtime.kernel_emu")
-
-
-@pytest.fixture(scope="module")
-def launcher():
-    try:
-        return kernel_emu.EmulatedLauncher()
-    except kernel_emu.EmulationUnavailable as e:
-        pytest.skip(str(e))
-
-
-@pytest.fixture(scope="module")
-def demo_ort():
-    try:
-        path = default_model_path()
-    except DefaultModelError as e:  # not cached and no PyTorch to export it (the Python 3.8 suite)
-        pytest.skip(str(e))
-    return OnnxRuntimeBackend(path, device="cpu")
 
 
 @pytest.fixture(scope="module")

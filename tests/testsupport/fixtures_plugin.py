@@ -79,3 +79,26 @@ def fake_board(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...,
         return fb
 
     return make
+
+
+@pytest.fixture(scope="session")
+def launcher():
+    """The CUDA kernels' CPU emulation (g++ against runtime/kernels/cuda_emu.h); skips without a compiler."""
+    kernel_emu = pytest.importorskip("yolo_nano.runtime.kernel_emu")
+    try:
+        return kernel_emu.EmulatedLauncher()
+    except kernel_emu.EmulationUnavailable as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def demo_ort():
+    """The embedded demo model on ONNX Runtime (CPU); skips where it is not cached and cannot be exported."""
+    from yolo_nano.runtime import DefaultModelError, default_model_path
+    from yolo_nano.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+    try:
+        path = default_model_path()
+    except DefaultModelError as e:  # not cached and no PyTorch to export it (the Python 3.8 suite)
+        pytest.skip(str(e))
+    return OnnxRuntimeBackend(path, device="cpu")
