@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, List, Optional
 
 import numpy as np
@@ -37,6 +38,7 @@ class OnnxRuntimeBackend(Backend):
         except MetadataError as e:  # its message names the file already when the file is unreadable
             msg = str(e)
             raise ModelLoadError(msg if msg.startswith(path) else f"{path}: {msg}") from e
+        warn_if_int8_saturates_here(path, self.metadata)
         available = ort.get_available_providers()
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
@@ -118,3 +120,21 @@ class OnnxRuntimeBackend(Backend):
 
     def __repr__(self) -> str:
         return f"OnnxRuntimeBackend({self.path!r}, name={self.name!r}, batch_size={self.batch_size})"
+
+
+def warn_if_int8_saturates_here(path: str, meta: ModelMetadata) -> None:
+    """Warn when a CPU-target Q/DQ model was quantized with a scheme whose int8 kernel saturates on this
+    CPU (u8s8 full range on AVX2 without VNNI): accuracy drops there; re-quantizing fixes it."""
+    quant = meta.extra.get("quantization")
+    if not isinstance(quant, dict) or not isinstance(quant.get("saturates_on_cpu"), list):
+        return
+    from yolo_nano.calibration.int8_schemes import this_cpu_class
+
+    cpu = this_cpu_class()
+    if cpu in quant["saturates_on_cpu"]:
+        warnings.warn(
+            f"{path}: its INT8 scheme {quant.get('int8_scheme')} saturates on this CPU ({cpu}), which costs "
+            f"accuracy; re-quantize it here with `nano-quantize ... --int8-scheme auto`",
+            RuntimeWarning,
+            stacklevel=3,
+        )

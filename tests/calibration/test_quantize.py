@@ -390,3 +390,18 @@ def test_cpu_model_loads_quietly_with_relu_folded(quantized):
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 0 and r.stderr == ""
+
+
+def test_runtime_warns_when_the_scheme_saturates_on_this_cpu(quantized_with, monkeypatch):
+    """A u8s8 file opened on an AVX2-only CPU: the ONNX Runtime backend says so and how to fix it."""
+    from yolo_nano.calibration import int8_schemes
+    from yolo_nano.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+    path = quantized_with("u8s8").output_path
+    monkeypatch.setattr(int8_schemes, "this_cpu_class", lambda: "x86-avx2")
+    with pytest.warns(RuntimeWarning, match=r"saturates on this CPU \(x86-avx2\).*--int8-scheme auto"):
+        OnnxRuntimeBackend(path, device="cpu").close()
+    monkeypatch.setattr(int8_schemes, "this_cpu_class", lambda: "x86-vnni")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        OnnxRuntimeBackend(path, device="cpu").close()
