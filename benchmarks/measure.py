@@ -17,14 +17,12 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-
 from yolo_nano.core.cli import CommandError
 from yolo_nano.jetson.clocks import ClockReader, summarize_clocks
 from yolo_nano.jetson.nvpmodel import PowerMode
 from yolo_nano.jetson.power import PowerMonitor
 
-from .pacing import DEFAULT_LATE_POLICY, pace
+from .pacing import DEFAULT_LATE_POLICY, latency_fields, pace
 
 #: Exit status of nano-bench when the run itself failed (inference, the board, writing the results).
 EXIT_RUN_FAILED = 3
@@ -60,11 +58,7 @@ def guard_inference(fn: Callable[..., Any], label: str, backend_name: str) -> Ca
 
 def percentiles(values_ms: Sequence[float]) -> Dict[str, Optional[float]]:
     """p50/p90/p99/mean of latencies in ms (linear interpolation); all None for no values."""
-    if not len(values_ms):
-        return {"p50": None, "p90": None, "p99": None, "mean": None}
-    a = np.asarray(values_ms, dtype=np.float64)
-    p50, p90, p99 = np.percentile(a, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(a.mean())}
+    return {k[len("latency_ms_") :]: v for k, v in latency_fields(values_ms).items()}
 
 
 def _progress(total_s: float, desc: str) -> Any:

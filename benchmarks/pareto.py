@@ -16,8 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import matplotlib
 
-from yolo_nano.core.fileio import atomic_output
-
+from .plots import save_figure
 from .results import finite_number
 from .sweep import point_label
 
@@ -160,12 +159,7 @@ def plot_pareto(records: Sequence[Dict[str, Any]], path: str) -> str:
         ax.grid(alpha=0.3)
         ax.margins(0.15)
     fig.tight_layout()
-    try:
-        with atomic_output(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = ["PARETO_FILE", "Panel", "panels", "pareto_front", "plot_pareto"]

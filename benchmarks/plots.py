@@ -13,7 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def _save(fig: Any, path: str) -> str:
+def save_figure(fig: Any, path: str) -> str:
+    """Write ``fig`` as a PNG atomically and close it (also on failure); returns ``path``."""
     try:
         with atomic_output(path, suffix=".png") as tmp:
             fig.savefig(tmp, dpi=100)
@@ -69,7 +70,7 @@ def plot_modes(records: Sequence[Dict[str, Any]], path: str) -> str:
     axes[0].set_title("Throughput per power mode")
     axes[1].set_title("Images/sec/watt (0 = not measured)")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_power_trace(traces: Sequence[Dict[str, Any]], path: str) -> str:
@@ -86,7 +87,7 @@ def plot_power_trace(traces: Sequence[Dict[str, Any]], path: str) -> str:
     else:
         ax.text(0.5, 0.5, "power not measured", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_latency_hist(latencies: Mapping[str, Sequence[float]], path: str, bins: Optional[int] = None) -> str:
@@ -101,4 +102,4 @@ def plot_latency_hist(latencies: Mapping[str, Sequence[float]], path: str, bins:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
